@@ -1,0 +1,124 @@
+"""Bad input gives a clear error naming the file, the field and the fix, and no partial output."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_runner import PROJECT_ROOT, run_snakemake
+
+from il6axis.build import build_cohort
+from il6axis.errors import InputError
+
+SPEC = {
+    "counts": {
+        "source": "local",
+        "gene_id": "symbol",
+        "map_symbols": False,
+        "value_type": "counts",
+        "id_column": None,
+    },
+    "metadata": {"source": "sample_sheet", "sample_column": "sample_id"},
+    "severity": {"field": "group", "severe": ["severe"], "mild": ["mild"], "exclude": []},
+    "covariates": {},
+}
+
+
+def _write(tmp_path, counts: pd.DataFrame, samples: pd.DataFrame):
+    counts_path, samples_path = tmp_path / "counts.tsv", tmp_path / "samples.tsv"
+    counts.to_csv(counts_path, sep="\t", index_label="gene")
+    samples.to_csv(samples_path, sep="\t", index=False)
+    return counts_path, samples_path
+
+
+def _good():
+    samples = pd.DataFrame(
+        {"sample_id": ["s1", "s2", "s3", "s4"], "group": ["severe", "severe", "mild", "mild"]}
+    )
+    counts = pd.DataFrame({"s1": [5, 9], "s2": [7, 1], "s3": [0, 3], "s4": [2, 2]}, index=["IL6", "STAT3"])
+    return counts, samples
+
+
+def _build(tmp_path, counts, samples, spec=SPEC):
+    counts_path, samples_path = _write(tmp_path, counts, samples)
+    return build_cohort("bad", spec, counts_path, samples_path)
+
+
+def test_good_input_builds(tmp_path):
+    built = _build(tmp_path, *_good())
+    assert built.adata.shape == (4, 2)
+
+
+def test_unknown_severity_value(tmp_path):
+    counts, samples = _good()
+    samples.loc[0, "group"] = "critical"
+    with pytest.raises(
+        InputError, match=r"bad: severity field 'group' has value\(s\) \['critical'\].*Add each"
+    ):
+        _build(tmp_path, counts, samples)
+
+
+def test_fewer_than_two_samples_in_a_group(tmp_path):
+    counts, samples = _good()
+    samples.loc[1, "group"] = "mild"
+    with pytest.raises(InputError, match=r"'severe': 1.*at least 2"):
+        _build(tmp_path, counts, samples)
+
+
+def test_negative_counts_name_file_column_and_row(tmp_path):
+    counts, samples = _good()
+    counts.loc["STAT3", "s3"] = -4
+    with pytest.raises(InputError, match=r"counts\.tsv.*s3.*STAT3"):
+        _build(tmp_path, counts, samples)
+
+
+def test_non_numeric_counts_name_file_column_and_row(tmp_path):
+    counts, samples = _good()
+    counts = counts.astype(object)
+    counts.loc["IL6", "s2"] = "n/a?"
+    with pytest.raises(InputError, match=r"counts\.tsv.*s2.*IL6"):
+        _build(tmp_path, counts, samples)
+
+
+def test_fractional_values_declared_as_counts(tmp_path):
+    counts, samples = _good()
+    counts = counts.astype(float)
+    counts.loc["IL6", "s1"] = 5.4
+    with pytest.raises(InputError, match="expected_counts"):
+        _build(tmp_path, counts, samples)
+    spec = {**SPEC, "counts": {**SPEC["counts"], "value_type": "expected_counts"}}
+    built = _build(tmp_path, counts, samples, spec)
+    assert built.adata[built.adata.obs_names == "s1", "IL6"].X[0, 0] == 5
+
+
+def test_sample_ids_that_do_not_match(tmp_path):
+    counts, samples = _good()
+    samples["sample_id"] = ["GSM1", "GSM2", "GSM3", "GSM4"]
+    with pytest.raises(InputError, match=r"s1.*GSM1"):
+        _build(tmp_path, counts, samples)
+
+
+@pytest.mark.e2e
+def test_workflow_fails_cleanly_and_leaves_no_partial_output(tmp_path):
+    """A bad severity value stops build_cohort with the message in the log; no h5ad is left behind."""
+    counts, samples = _good()
+    samples.loc[0, "group"] = "critical"
+    counts_path, samples_path = _write(tmp_path, counts, samples)
+    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
+    cohort = config["cohorts"]["demo"]
+    cohort["counts"]["path"] = str(counts_path)
+    cohort["metadata"]["path"] = str(samples_path)
+    cohort["covariates"] = {}
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    proc = run_snakemake(workdir, configfile)
+    assert proc.returncode != 0
+    assert "'critical'" in proc.stderr
+    assert not (workdir / "results/cohorts/demo.h5ad").exists()
+    log = (workdir / "results/logs/build_cohort/demo.log").read_text()
+    assert "severity field 'group' has value(s) ['critical']" in log
+    shutil.rmtree(workdir / ".snakemake", ignore_errors=True)

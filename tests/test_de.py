@@ -1,0 +1,113 @@
+"""pydeseq2 wrapper: reference level, planted effects on a small simulation, filtering, panel table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from il6axis.cohort import define_contrast, to_anndata
+from il6axis.de import DeSettings, benjamini_hochberg, design_formula, panel_table, run_deseq2
+from il6axis.demo import DemoSpec, simulate
+
+NAMED = ["IL6", "IL6R", "IL6ST", "SOCS3", "HLA-DRA", "CD177", "XIST", "RPS4Y1"]
+SPEC = DemoSpec(n_genes=600, n_severe=8, n_mild=8, n_healthy=2, seed=11)
+
+
+@pytest.fixture(scope="module")
+def small_cohort():
+    return simulate(NAMED, SPEC)
+
+
+def _adata(cohort, severe_label="severe", mild_label="mild"):
+    """Relabel groups (e.g. GSE172114-style Critical / Non-critical) and define the contrast from config."""
+    meta = cohort.samples.set_index("sample_id")
+    meta["label"] = meta["group"].map({"severe": severe_label, "mild": mild_label, "healthy": "Healthy"})
+    spec = {
+        "severity": {
+            "field": "label",
+            "severe": [severe_label],
+            "mild": [mild_label],
+            "exclude": ["Healthy"],
+        },
+        "covariates": {"age": {"field": "age", "type": "numeric"}, "sex": {"field": "sex", "type": "sex"}},
+    }
+    obs = define_contrast(meta, spec, "sim")
+    return to_anndata(cohort.counts, obs, {"cohort": "sim"})
+
+
+@pytest.fixture(scope="module")
+def fitted(small_cohort):
+    return run_deseq2(_adata(small_cohort), ["age", "sex"], DeSettings(n_cpus=1, lfc_shrink=False))
+
+
+def test_design_formula_puts_severity_last():
+    assert design_formula(["age", "sex"]) == "~ age + sex + severity"
+    assert design_formula([]) == "~ severity"
+
+
+def test_planted_effects_recovered_with_sign(fitted, small_cohort):
+    table = fitted.table.merge(small_cohort.truth, on="gene")
+    strong = table[table["is_de"] & (table["true_log2FoldChange"].abs() >= 1.5) & (table["baseMean"] > 50)]
+    assert len(strong) >= 10
+    assert (np.sign(strong["log2FoldChange"]) == np.sign(strong["true_log2FoldChange"])).all()
+    assert (strong["padj"] < 0.05).mean() >= 0.8
+    assert fitted.n_per_group == {"mild": 8, "severe": 8}
+    assert fitted.design == "~ age + sex + severity"
+
+
+def test_labels_sorting_the_other_way_do_not_flip_signs(fitted, small_cohort):
+    """'Critical' sorts before 'Non-critical': a naive alphabetical reference would flip every sign."""
+    flipped = run_deseq2(
+        _adata(small_cohort, severe_label="Critical", mild_label="Non-critical"),
+        ["age", "sex"],
+        DeSettings(n_cpus=1, lfc_shrink=False),
+    )
+    a = fitted.table.set_index("gene")["log2FoldChange"].dropna()
+    b = flipped.table.set_index("gene")["log2FoldChange"].dropna()
+    np.testing.assert_allclose(a, b.loc[a.index], rtol=1e-6, atol=1e-8)
+    assert a["SOCS3"] > 0 and a["HLA-DRA"] < 0
+
+
+def test_every_gene_has_a_row_and_untested_genes_say_why(fitted, small_cohort):
+    table = fitted.table
+    assert len(table) == small_cohort.counts.shape[0]
+    untested = table[~table["tested"]]
+    assert len(untested) > 0 and (untested["not_tested_reason"] == "below expression filter").all()
+    assert untested["pvalue"].isna().all()
+    il6 = table.set_index("gene").loc["IL6"]  # planted at ~3 counts: filtered, not forced into a test
+    assert not il6["tested"]
+    ok = table[table["tested"] & table["lfcSE"].notna()]
+    np.testing.assert_allclose(ok["ci_high"] - ok["ci_low"], 2 * 1.959964 * ok["lfcSE"], rtol=1e-5)
+
+
+def test_shrinkage_adds_a_column_and_keeps_mle(small_cohort, fitted):
+    shrunk = run_deseq2(_adata(small_cohort), ["age", "sex"], DeSettings(n_cpus=1, lfc_shrink=True))
+    a = fitted.table.set_index("gene")
+    b = shrunk.table.set_index("gene")
+    np.testing.assert_allclose(a["log2FoldChange"].dropna(), b["log2FoldChange"].dropna(), rtol=1e-6)
+    tested = b["log2FoldChange_shrunk"].notna()
+    assert (
+        b.loc[tested, "log2FoldChange_shrunk"].abs() <= b.loc[tested, "log2FoldChange"].abs() + 1e-6
+    ).mean() > 0.95
+
+
+def test_benjamini_hochberg_matches_statsmodels():
+    rng = np.random.default_rng(0)
+    p = pd.Series(np.concatenate([rng.uniform(size=50), rng.uniform(0, 1e-3, size=10), [np.nan] * 3]))
+    ours = benjamini_hochberg(p)
+    ref = multipletests(p.dropna(), method="fdr_bh")[1]
+    np.testing.assert_allclose(ours.dropna(), ref)
+    assert ours.isna().sum() == 3
+
+
+def test_panel_table_reports_absent_and_detection(fitted, small_cohort):
+    panel = pd.DataFrame(
+        {"symbol": ["IL6", "SOCS3", "NOTAGENE"], "tier": ["core"] * 3, "role": ["ligand", "feedback", "x"]}
+    )
+    table = panel_table(fitted.table, panel, _adata(small_cohort)).set_index("symbol")
+    assert table.loc["NOTAGENE", "not_tested_reason"] == "gene absent from the count matrix"
+    assert not table.loc["NOTAGENE", "present"]
+    assert 0 <= table.loc["IL6", "detection_mild"] <= 1 and table.loc["SOCS3", "detection_severe"] == 1
+    assert table.loc["SOCS3", "padj_panel"] == pytest.approx(table.loc["SOCS3", "pvalue"])  # only test

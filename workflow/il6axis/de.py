@@ -1,0 +1,236 @@
+"""Severe-vs-mild differential expression with pydeseq2.
+
+The reference level is always ``mild``: labels are recoded to exactly ``mild``/``severe`` upstream,
+the contrast is passed explicitly, and the design matrix column is asserted, so a cohort whose raw labels
+sort the other way (``Critical`` < ``Non-critical``) cannot flip signs. Effects are reported with their
+standard error and a Wald 95% interval, not only p-values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from pydeseq2.dds import DeseqDataSet
+from pydeseq2.default_inference import DefaultInference
+from pydeseq2.ds import DeseqStats
+from scipy import stats
+
+from il6axis.errors import InputError
+from il6axis.groups import MILD, SEVERE
+
+log = logging.getLogger("il6axis.de")
+
+SEVERITY_COEF = "severity[T.severe]"
+CONTRAST = ["severity", SEVERE, MILD]
+Z_95 = float(stats.norm.ppf(0.975))
+
+
+@dataclass
+class DeSettings:
+    alpha: float = 0.05
+    min_count: int = 10
+    lfc_shrink: bool = True
+    refit_cooks: bool = True
+    cooks_filter: bool = True
+    independent_filter: bool = True
+    n_cpus: int = 1
+    extra_covariates: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass
+class DeResult:
+    table: pd.DataFrame  # one row per gene of the cohort (tested or not)
+    design: str
+    n_per_group: dict[str, int]
+    n_tested: int
+
+
+def design_formula(covariates: Sequence[str]) -> str:
+    """Covariates first, severity last, e.g. ``~ age + sex + severity``."""
+    return "~ " + " + ".join([*covariates, "severity"])
+
+
+def contrast_design_frame(obs: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
+    """Metadata for the model: severity as a mild/severe categorical, numeric covariates standardised.
+
+    Standardising numeric covariates (mean 0, sd 1) changes neither the severity estimate nor its test;
+    it keeps the IRLS well conditioned when, e.g., age in years sits beside 0/1 indicators.
+    """
+    meta = pd.DataFrame(index=obs.index)
+    for name in covariates:
+        col = obs[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            sd = float(col.std(ddof=0))
+            meta[name] = (col - col.mean()) / (sd if sd > 0 else 1.0)
+        else:
+            meta[name] = col.astype(str)
+            if meta[name].nunique() < 2:
+                raise InputError(
+                    f"covariate {name!r} has a single level ({meta[name].iloc[0]!r}) among the samples in "
+                    f"the contrast; remove it from the cohort's covariates."
+                )
+    meta["severity"] = pd.Categorical(obs["severity"].astype(str), categories=[MILD, SEVERE])
+    return meta
+
+
+def expression_filter(counts: pd.DataFrame, severity: pd.Series, min_count: int) -> pd.Series:
+    """Genes with >= ``min_count`` reads in at least as many samples as the smaller group.
+
+    A gene below this cannot reach significance and only adds multiple-testing burden; the rule mirrors
+    the common ``rowSums(counts >= 10) >= smallest group`` pre-filter used with R DESeq2.
+    """
+    smallest = int(severity.value_counts().min())
+    return (counts >= min_count).sum(axis=0) >= smallest
+
+
+def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSettings) -> DeResult:
+    """Fit the NB GLM on the severe and mild samples of ``adata`` and return a per-gene table."""
+    in_contrast = adata.obs["severity"].isin([SEVERE, MILD]).to_numpy()
+    sub = adata[in_contrast]
+    counts = pd.DataFrame(np.asarray(sub.X), index=sub.obs_names, columns=sub.var_names)
+    if not np.issubdtype(counts.to_numpy().dtype, np.integer):
+        raise InputError("count matrix is not integer: round expected counts before DE (value_type)")
+    covariates = [*covariates, *settings.extra_covariates]
+    meta = contrast_design_frame(sub.obs, covariates)
+    n_per_group = {g: int((meta["severity"] == g).sum()) for g in (MILD, SEVERE)}
+
+    keep = expression_filter(counts, meta["severity"], settings.min_count)
+    design = design_formula(covariates)
+    log.info(
+        "design %s; %s; %d/%d genes pass the expression filter",
+        design,
+        n_per_group,
+        int(keep.sum()),
+        len(keep),
+    )
+    inference = DefaultInference(n_cpus=settings.n_cpus)
+    dds = DeseqDataSet(
+        counts=counts.loc[:, keep],
+        metadata=meta,
+        design=design,
+        refit_cooks=settings.refit_cooks,
+        inference=inference,
+        quiet=True,
+    )
+    dds.deseq2()
+    coef_names = list(dds.obsm["design_matrix"].columns)
+    if SEVERITY_COEF not in coef_names:
+        raise RuntimeError(f"reference level is not mild: design columns are {coef_names}")
+    ds = DeseqStats(
+        dds,
+        contrast=CONTRAST,
+        alpha=settings.alpha,
+        cooks_filter=settings.cooks_filter,
+        independent_filter=settings.independent_filter,
+        inference=inference,
+        quiet=True,
+    )
+    ds.summary()
+    res = ds.results_df.copy()
+    res["ci_low"] = res["log2FoldChange"] - Z_95 * res["lfcSE"]
+    res["ci_high"] = res["log2FoldChange"] + Z_95 * res["lfcSE"]
+    if settings.lfc_shrink:
+        # Shrunk LFCs are for ranking and display only; the MLE and its SE feed the meta-analysis.
+        ds.lfc_shrink(coeff=SEVERITY_COEF)
+        res["log2FoldChange_shrunk"] = ds.results_df["log2FoldChange"]
+    table = _full_table(res, counts, keep)
+    return DeResult(table=table, design=design, n_per_group=n_per_group, n_tested=int(keep.sum()))
+
+
+def _full_table(res: pd.DataFrame, counts: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+    """Results for every gene; filtered genes keep their row with NA statistics and the reason."""
+    table = res.reindex(counts.columns)
+    table.index.name = "gene"
+    table["tested"] = keep.reindex(counts.columns).to_numpy()
+    table["not_tested_reason"] = np.where(table["tested"], "", "below expression filter")
+    independent = table["tested"] & table["pvalue"].notna() & table["padj"].isna()
+    table.loc[independent, "not_tested_reason"] = "removed by independent filtering"
+    cooks = table["tested"] & table["pvalue"].isna() & table["log2FoldChange"].notna()
+    table.loc[cooks, "not_tested_reason"] = "Cook's distance outlier"
+    table = table.reset_index()
+    order = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]
+    rest = [c for c in table.columns if c not in order]
+    return table[order + rest]
+
+
+def benjamini_hochberg(pvalues: pd.Series) -> pd.Series:
+    """BH-adjusted p-values; NaN stays NaN and does not count as a test."""
+    p = pvalues.to_numpy(dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    n = int(ok.sum())
+    if n:
+        order = np.argsort(p[ok])
+        ranked = p[ok][order] * n / np.arange(1, n + 1)
+        adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+        vals = np.empty(n)
+        vals[order] = adjusted
+        out[ok] = vals
+    return pd.Series(out, index=pvalues.index)
+
+
+def panel_table(de_table: pd.DataFrame, panel: pd.DataFrame, adata: ad.AnnData) -> pd.DataFrame:
+    """One row per pre-specified panel gene: present?, tested?, effect with CI, genome-wide and panel BH.
+
+    Detection (fraction of contrast samples with a count > 0) is reported per group so that a barely
+    detected gene (IL6 in blood) is visible instead of silently missing.
+    """
+    in_contrast = adata.obs["severity"].isin([SEVERE, MILD]).to_numpy()
+    sub = adata[in_contrast]
+    counts = pd.DataFrame(np.asarray(sub.X), index=sub.obs_names, columns=sub.var_names)
+    groups = sub.obs["severity"].astype(str)
+    rows = panel[["symbol", "tier", "role"]].copy()
+    rows["present"] = rows["symbol"].isin(counts.columns)
+    for g in (MILD, SEVERE):
+        present = rows.loc[rows["present"], "symbol"]
+        det = (counts.loc[groups == g, present] > 0).mean(axis=0)
+        rows[f"detection_{g}"] = rows["symbol"].map(det)
+    merged = rows.merge(de_table, how="left", left_on="symbol", right_on="gene").drop(columns="gene")
+    merged["tested"] = merged["tested"].eq(True)
+    merged.loc[~merged["present"], "not_tested_reason"] = "gene absent from the count matrix"
+    merged["padj_panel"] = benjamini_hochberg(merged["pvalue"])
+    return merged
+
+
+def run_and_write(
+    adata: ad.AnnData,
+    panel: pd.DataFrame,
+    covariates: Sequence[str],
+    settings: DeSettings,
+    cohort: str,
+    results_path: str,
+    panel_path: str,
+    summary_path: str,
+) -> DeResult:
+    """Run DE for one cohort and write the genome-wide table, the panel table and a JSON summary."""
+    import pydeseq2
+
+    result = run_deseq2(adata, covariates, settings)
+    table = result.table
+    table.to_csv(results_path, sep="\t", index=False, float_format="%.6g")
+    panel_table(table, panel, adata).to_csv(panel_path, sep="\t", index=False, float_format="%.6g")
+    called = table["padj"] < settings.alpha
+    summary = {
+        "cohort": cohort,
+        "contrast": "severe vs mild",
+        "reference_level": MILD,
+        "design": result.design,
+        "n_per_group": result.n_per_group,
+        "alpha": settings.alpha,
+        "n_genes": int(len(table)),
+        "n_tested": result.n_tested,
+        "n_up": int((called & (table["log2FoldChange"] > 0)).sum()),
+        "n_down": int((called & (table["log2FoldChange"] < 0)).sum()),
+        "tissue": str(adata.uns.get("tissue", "")),
+        "pydeseq2_version": pydeseq2.__version__,
+    }
+    with open(summary_path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    log.info("summary %s", summary)
+    return result

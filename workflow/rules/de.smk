@@ -1,0 +1,21 @@
+rule deseq2:
+    input:
+        h5ad="results/cohorts/{cohort}.h5ad",
+        panel=PANEL_TSV,
+    output:
+        results="results/de/{cohort}/severe_vs_mild.tsv",
+        panel="results/de/{cohort}/il6_panel.tsv",
+        summary="results/de/{cohort}/summary.json",
+    log:
+        "results/logs/deseq2/{cohort}.log",
+    conda:
+        "../../envs/deseq2.yaml"
+    threads: config["de"]["threads"]
+    params:
+        covariates=lambda wc: list(config["cohorts"][wc.cohort]["covariates"]),
+        alpha=config["de"]["alpha"],
+        min_count=config["de"]["min_count"],
+        lfc_shrink=config["de"]["lfc_shrink"],
+        cooks_refit=config["de"]["cooks_refit"],
+    script:
+        "../scripts/run_deseq2.py"

@@ -1,0 +1,19 @@
+rule simulate_demo_cohort:
+    input:
+        panel=PANEL_TSV,
+        markers=MARKERS_TSV,
+    output:
+        counts="results/demo/counts.tsv.gz",
+        samples="results/demo/samples.tsv",
+        truth="results/demo/truth.tsv",
+    log:
+        "results/logs/simulate_demo_cohort.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    params:
+        seed=config["demo"]["seed"],
+        n_genes=config["demo"]["n_genes"],
+        n_per_group=config["demo"]["n_per_group"],
+    script:
+        "../scripts/simulate_demo_cohort.py"

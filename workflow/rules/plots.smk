@@ -1,0 +1,16 @@
+rule volcano:
+    input:
+        results="results/de/{cohort}/severe_vs_mild.tsv",
+        panel="results/de/{cohort}/il6_panel.tsv",
+        summary="results/de/{cohort}/summary.json",
+    output:
+        png="results/plots/{cohort}/volcano.png",
+        svg="results/plots/{cohort}/volcano.svg",
+    log:
+        "results/logs/volcano/{cohort}.log",
+    conda:
+        "../../envs/plots.yaml"
+    params:
+        alpha=config["de"]["alpha"],
+    script:
+        "../scripts/plot_volcano.py"

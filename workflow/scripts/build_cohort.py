@@ -1,0 +1,21 @@
+"""Build results/cohorts/{cohort}.h5ad from the cohort's count table and sample metadata."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from il6axis.build import build_cohort, write_cohort  # noqa: E402
+from il6axis.runlog import logged  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with logged(smk.log[0]):
+    built = build_cohort(
+        name=smk.wildcards.cohort,
+        spec=smk.params.spec,
+        counts_path=smk.input.counts,
+        metadata_path=smk.input.metadata,
+        gene_info_path=smk.input.get("gene_info"),
+    )
+    write_cohort(built, smk.output.h5ad, smk.output.samples, smk.output.gene_mapping)
