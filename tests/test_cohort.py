@@ -47,7 +47,7 @@ SPEC = {
 def test_severity_mapping_keeps_excluded_samples_with_reason():
     groups = assign_severity(_meta(), SPEC["severity"], "t")
     assert groups["severity"].tolist() == ["severe"] * 3 + ["mild"] * 2 + ["excluded"] * 2 + ["mild"]
-    assert groups.loc["GSM5", "exclusion_reason"] == "severity label Healthy excluded"
+    assert groups.loc["GSM5", "exclusion_reason"] == "severity label 'Healthy' excluded"
     assert groups.loc["GSM0", "source_label"] == "ICU"
 
 

@@ -28,7 +28,7 @@ class BuiltCohort:
 
 
 def read_metadata(path: str | Path, spec: Mapping[str, Any]) -> pd.DataFrame:
-    """Sample table from a GEO series matrix or a user-supplied CSV/TSV sample sheet."""
+    """Sample table from a GEO series matrix or a CSV/TSV sample sheet (local or a GEO suppl. file)."""
     if spec["source"] == "geo_series_matrix":
         return read_series_matrix(path)
     sheet = read_sample_sheet(path, spec["sample_column"])

@@ -9,6 +9,7 @@ in the AnnData with ``severity == "excluded"`` and an ``exclusion_reason``, so e
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,12 +43,15 @@ def _as_label(value: Any) -> str:
     return str(value).strip()
 
 
-def assign_severity(meta: pd.DataFrame, spec: Mapping[str, Any], source: str) -> pd.DataFrame:
+def assign_severity(
+    meta: pd.DataFrame, spec: Mapping[str, Any], source: str, considered: pd.Series | None = None
+) -> pd.DataFrame:
     """Map the configured severity field onto severe / mild / excluded.
 
     Returns a frame with columns ``severity``, ``source_label`` and ``exclusion_reason``. A value that the
     config does not list under ``severe``, ``mild`` or ``exclude`` is an error: silently dropping an
-    unexpected label (a typo, a new GEO value) would change the contrast without anyone noticing.
+    unexpected label (a typo, a new GEO value) would change the contrast without anyone noticing. Only
+    samples in ``considered`` (those passing the cohort's filters) are checked.
     """
     field = spec["field"]
     _require_field(meta, field, "severity", source)
@@ -61,7 +65,8 @@ def assign_severity(meta: pd.DataFrame, spec: Mapping[str, Any], source: str) ->
             f"severe/mild/exclude; each value must be in exactly one list."
         )
     labels = meta[field].map(_as_label)
-    unknown = sorted(set(labels) - severe - mild - exclude)
+    checked = labels if considered is None else labels[considered]
+    unknown = sorted(set(checked) - severe - mild - exclude)
     if unknown:
         raise InputError(
             f"{source}: severity field {field!r} has value(s) {unknown} that are not listed under "
@@ -70,10 +75,40 @@ def assign_severity(meta: pd.DataFrame, spec: Mapping[str, Any], source: str) ->
             f"Add each value to one of these lists."
         )
     severity = np.where(labels.isin(severe), SEVERE, np.where(labels.isin(mild), MILD, EXCLUDED))
-    reason = np.where(severity == EXCLUDED, "severity label " + labels + " excluded", "")
+    reason = np.where(severity == EXCLUDED, "severity label '" + labels + "' excluded", "")
     return pd.DataFrame(
         {"severity": severity, "source_label": labels, "exclusion_reason": reason}, index=meta.index
     )
+
+
+def derive_fields(meta: pd.DataFrame, spec: Mapping[str, Mapping[str, Any]], source: str) -> pd.DataFrame:
+    """Add columns extracted by regex (first capture group), e.g. a patient ID from GEO sample titles."""
+    meta = meta.copy()
+    for name, rule in spec.items():
+        _require_field(meta, rule["from"], f"derived field {name!r}", source)
+        try:
+            pattern = re.compile(rule["regex"])
+        except re.error as exc:
+            raise InputError(
+                f"{source}: derived field {name!r}: invalid regex {rule['regex']!r}: {exc}"
+            ) from exc
+        if pattern.groups < 1:
+            raise InputError(
+                f"{source}: derived field {name!r}: regex {rule['regex']!r} needs a capture group (...) "
+                f"around the part to keep"
+            )
+        extracted = meta[rule["from"]].map(_as_label).str.extract(pattern, expand=True)[0]
+        default = rule.get("default")
+        meta[name] = extracted.fillna(default) if default is not None else extracted
+        log.info(
+            "%s: derived %r from %r: %d/%d samples matched",
+            source,
+            name,
+            rule["from"],
+            int(extracted.notna().sum()),
+            len(meta),
+        )
+    return meta
 
 
 def filter_mask(meta: pd.DataFrame, filters: Mapping[str, Sequence[Any]], source: str) -> pd.Series:
@@ -98,17 +133,38 @@ def one_per_patient_mask(
     candidates = meta.loc[eligible]
     if order_field:
         _require_field(meta, order_field, "one_per_patient.order_field", source)
-        order = pd.to_numeric(candidates[order_field], errors="coerce")
-        if order.isna().any():
-            order = candidates[order_field].map(_as_label)
+        order = _order_key(candidates[order_field], spec.get("order_values"), source)
         ascending = spec.get("keep", "first") == "first"
         candidates = candidates.assign(_order=order).sort_values(
             ["_order"], ascending=ascending, kind="stable"
         )
-    first = ~candidates[patient_field].map(_as_label).duplicated(keep="first")
+    patient = candidates[patient_field].map(_as_label)
+    no_id = patient.eq("")
+    if no_id.any():
+        log.info(
+            "%s: %d sample(s) without %r count as their own patient", source, int(no_id.sum()), patient_field
+        )
+        patient = patient.where(~no_id, "sample:" + patient.index.astype(str))
+    first = ~patient.duplicated(keep="first")
     keep = pd.Series(False, index=meta.index)
     keep.loc[first[first].index] = True
     return keep | ~eligible
+
+
+def _order_key(values: pd.Series, order_values: Sequence[Any] | None, source: str) -> pd.Series:
+    """Sort key for choosing a patient's sample: listed label order, else numbers, else text."""
+    labels = values.map(_as_label)
+    if order_values:
+        rank = {str(v): i for i, v in enumerate(order_values)}
+        unlisted = sorted(set(labels) - set(rank))
+        if unlisted:
+            raise InputError(
+                f"{source}: one_per_patient.order_values {list(order_values)} does not list {unlisted}; "
+                f"add them in the intended order."
+            )
+        return labels.map(rank)
+    numeric = pd.to_numeric(labels, errors="coerce")
+    return numeric if numeric.notna().all() else labels
 
 
 def build_covariates(meta: pd.DataFrame, spec: Mapping[str, Mapping[str, Any]], source: str) -> pd.DataFrame:
@@ -169,16 +225,16 @@ def check_group_sizes(severity: pd.Series, source: str) -> dict[str, int]:
 def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: str) -> pd.DataFrame:
     """Apply severity mapping, filters, one-per-patient and covariate completeness, in that order.
 
-    Returns ``obs``: the metadata plus ``severity``, ``source_label``, ``exclusion_reason`` and the typed
-    covariates. The order matters and is fixed: a sample excluded for its label never decides which
-    draw represents a patient.
+    Returns ``obs``: the metadata (with derived fields) plus ``severity``, ``source_label``,
+    ``exclusion_reason`` and the typed covariates. The order is fixed: derived fields, filters, severity
+    labels, one sample per patient, complete covariates; a sample excluded for its label never decides
+    which draw represents a patient.
     """
-    groups = assign_severity(meta, cohort_spec["severity"], source)
-    covariates = build_covariates(meta, cohort_spec.get("covariates", {}), source)
-    reason = groups["exclusion_reason"].copy()
-
+    meta = derive_fields(meta, cohort_spec.get("derived_fields", {}), source)
     passes = filter_mask(meta, cohort_spec.get("filters", {}), source)
-    reason = reason.where(reason.ne("") | passes, "filtered out by cohort filters")
+    groups = assign_severity(meta, cohort_spec["severity"], source, considered=passes)
+    covariates = build_covariates(meta, cohort_spec.get("covariates", {}), source)
+    reason = groups["exclusion_reason"].where(passes, "filtered out by cohort filters")
 
     eligible = reason.eq("")
     opp = cohort_spec.get("one_per_patient")
@@ -212,7 +268,8 @@ def to_anndata(counts: pd.DataFrame, obs: pd.DataFrame, uns: Mapping[str, Any]) 
     counts_t = counts.T
     if not counts_t.index.equals(obs.index):
         raise InputError("internal: count columns and metadata rows are not aligned")
-    obs = obs.copy()
+    # h5py treats "/" in a column name as a group separator (GEOquery has "contact_zip/postal_code").
+    obs = obs.rename(columns=lambda c: str(c).replace("/", "_"))
     obs.insert(0, "sample_id", obs.index.astype(str))
     obs.index = obs.index.astype(str)
     obs["severity"] = pd.Categorical(obs["severity"], categories=[MILD, SEVERE, EXCLUDED])

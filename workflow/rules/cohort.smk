@@ -2,6 +2,7 @@ rule build_cohort:
     input:
         counts=counts_input,
         metadata=metadata_input,
+        gene_info=gene_info_input,
     output:
         h5ad="results/cohorts/{cohort}.h5ad",
         samples="results/cohorts/{cohort}.samples.tsv",

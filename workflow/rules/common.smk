@@ -1,6 +1,8 @@
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -11,6 +13,14 @@ PANEL_TSV = config["genesets"]["panel"] or str(RESOURCES / "genesets" / "il6_cor
 MARKERS_TSV = config["genesets"]["markers"] or str(
     RESOURCES / "genesets" / "severity_sanity_markers.tsv"
 )
+DOWNLOADS = "results/downloads"
+GENE_INFO_DOWNLOAD = f"{DOWNLOADS}/ncbi/Homo_sapiens.gene_info.gz"
+
+
+wildcard_constraints:
+    accession=r"GSE[0-9]+",
+    file=r"[^/]+",
+    cohort=r"[A-Za-z][A-Za-z0-9_-]*",
 
 
 def enabled_cohorts():
@@ -23,28 +33,107 @@ def cohort_spec(wildcards):
     return config["cohorts"][wildcards.cohort]
 
 
-def counts_input(wildcards):
-    counts = config["cohorts"][wildcards.cohort]["counts"]
+def accession_of(name):
+    spec = config["cohorts"][name]
+    accession = spec.get("accession", name)
+    if not re.fullmatch(r"GSE[0-9]+", accession):
+        raise ValueError(
+            f"cohort {name!r} reads from GEO but has no accession: set cohorts.{name}.accession "
+            f"(e.g. GSE152418) or name the cohort after its accession"
+        )
+    return accession
+
+
+def series_matrix_path(accession):
+    return f"{DOWNLOADS}/{accession}/{accession}_series_matrix.txt.gz"
+
+
+def ncbi_counts_path(accession):
+    return f"{DOWNLOADS}/{accession}/{accession}_raw_counts_GRCh38.p13_NCBI.tsv.gz"
+
+
+def supplementary_path(accession, file):
+    return f"{DOWNLOADS}/{accession}/suppl/{file}"
+
+
+def counts_path(name):
+    counts = config["cohorts"][name]["counts"]
     if counts["source"] == "local":
         return counts["path"]
-    raise ValueError(
-        f"counts source {counts['source']!r} is not available in this version"
-    )
+    if counts["source"] == "geo_ncbi":
+        return ncbi_counts_path(accession_of(name))
+    return supplementary_path(accession_of(name), counts["file"])
+
+
+def metadata_path(name):
+    metadata = config["cohorts"][name]["metadata"]
+    if metadata["source"] == "sample_sheet":
+        return metadata["path"]
+    if metadata["source"] == "geo_series_matrix":
+        return series_matrix_path(accession_of(name))
+    return supplementary_path(accession_of(name), metadata["file"])
+
+
+def needs_gene_info(name):
+    counts = config["cohorts"][name]["counts"]
+    return counts["gene_id"] != "symbol" or counts["map_symbols"]
+
+
+def gene_info_path():
+    if config["gene_info"]["source"] == "local":
+        return config["gene_info"]["path"]
+    return GENE_INFO_DOWNLOAD
+
+
+def record_path(path):
+    """Manifest record written beside each downloaded file."""
+    return f"{path}.record.tsv"
+
+
+def counts_input(wildcards):
+    return counts_path(wildcards.cohort)
 
 
 def metadata_input(wildcards):
-    metadata = config["cohorts"][wildcards.cohort]["metadata"]
-    if metadata["source"] == "sample_sheet":
-        return metadata["path"]
-    raise ValueError(
-        f"metadata source {metadata['source']!r} is not available in this version"
-    )
+    return metadata_path(wildcards.cohort)
+
+
+def gene_info_input(wildcards):
+    return [gene_info_path()] if needs_gene_info(wildcards.cohort) else []
+
+
+def downloaded_files():
+    """Every file the enabled cohorts fetch from GEO / NCBI (for the manifest)."""
+    files = set()
+    for name in enabled_cohorts():
+        for path in (counts_path(name), metadata_path(name)):
+            if path.startswith(f"{DOWNLOADS}/"):
+                files.add(path)
+        if needs_gene_info(name) and config["gene_info"]["source"] == "ncbi":
+            files.add(GENE_INFO_DOWNLOAD)
+    return sorted(files)
+
+
+def expected_sha256(path):
+    """Checksum pinned in config for a downloaded file, or None."""
+    if path == GENE_INFO_DOWNLOAD:
+        return config["gene_info"]["sha256"]
+    for name in enabled_cohorts():
+        spec = config["cohorts"][name]
+        if counts_path(name) == path:
+            return spec["counts"]["sha256"]
+        if metadata_path(name) == path:
+            return spec["metadata"]["sha256"]
+    return None
 
 
 def all_targets():
     cohorts = enabled_cohorts()
-    return [
+    targets = [
         *expand("results/de/{cohort}/severe_vs_mild.tsv", cohort=cohorts),
         *expand("results/de/{cohort}/il6_panel.tsv", cohort=cohorts),
         *expand("results/plots/{cohort}/volcano.png", cohort=cohorts),
     ]
+    if downloaded_files():
+        targets.append(f"{DOWNLOADS}/manifest.tsv")
+    return targets

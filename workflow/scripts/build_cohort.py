@@ -16,6 +16,6 @@ with logged(smk.log[0]):
         spec=smk.params.spec,
         counts_path=smk.input.counts,
         metadata_path=smk.input.metadata,
-        gene_info_path=smk.input.get("gene_info"),
+        gene_info_path=smk.input.gene_info[0] if smk.input.gene_info else None,
     )
     write_cohort(built, smk.output.h5ad, smk.output.samples, smk.output.gene_mapping)

@@ -1,0 +1,84 @@
+# Downloads run on the submitting node (localrule): compute nodes of many clusters have no internet.
+# Each writes the verified file plus a one-line record; download_manifest collects the records.
+
+
+rule download_series_matrix:
+    output:
+        file=series_matrix_path("{accession}"),
+        record=record_path(series_matrix_path("{accession}")),
+    params:
+        kind="series_matrix",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
+    log:
+        "results/logs/download/{accession}_series_matrix.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    script:
+        "../scripts/download.py"
+
+
+rule download_ncbi_counts:
+    output:
+        file=ncbi_counts_path("{accession}"),
+        record=record_path(ncbi_counts_path("{accession}")),
+    params:
+        kind="ncbi_counts",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
+    log:
+        "results/logs/download/{accession}_ncbi_counts.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    script:
+        "../scripts/download.py"
+
+
+rule download_supplementary:
+    output:
+        file=supplementary_path("{accession}", "{file}"),
+        record=record_path(supplementary_path("{accession}", "{file}")),
+    params:
+        kind="supplementary",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
+    log:
+        "results/logs/download/{accession}_suppl_{file}.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    script:
+        "../scripts/download.py"
+
+
+rule download_gene_info:
+    output:
+        file=GENE_INFO_DOWNLOAD,
+        record=record_path(GENE_INFO_DOWNLOAD),
+    params:
+        kind="gene_info",
+        settings=config["download"],
+        sha256=config["gene_info"]["sha256"],
+    log:
+        "results/logs/download/gene_info.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    script:
+        "../scripts/download.py"
+
+
+rule download_manifest:
+    input:
+        records=lambda wc: [record_path(f) for f in downloaded_files()],
+    output:
+        f"{DOWNLOADS}/manifest.tsv",
+    log:
+        "results/logs/download/manifest.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    script:
+        "../scripts/download_manifest.py"
