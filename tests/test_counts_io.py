@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -222,18 +221,16 @@ def test_missing_file(tmp_path: Path) -> None:
         read_count_table(tmp_path / "nope.tsv")
 
 
-def test_large_table_is_fast(tmp_path: Path) -> None:
-    """60,000 genes x 200 samples must parse in a few seconds (C engine, no per-cell Python)."""
+def test_large_table_parses(tmp_path: Path) -> None:
+    """A 60,000 genes x 200 samples table parses completely (speed: bench/bench_download_parse.py)."""
     rng = np.random.default_rng(1)
     rows = ["\t".join(map(str, rng.integers(0, 5000, 200))) for _ in range(50)]
     body = "\n".join(f"ENSG{i:011d}.3\t{rows[i % 50]}" for i in range(60_000))
     path = tmp_path / "big.tsv"
     path.write_text("gene_id\t" + "\t".join(f"S{j}" for j in range(200)) + "\n" + body + "\n")
-    start = time.perf_counter()
     counts = read_count_table(path)
-    elapsed = time.perf_counter() - start
     assert counts.shape == (60_000, 200)
-    assert elapsed < 10, f"took {elapsed:.1f} s"
+    assert counts.iloc[59_999].tolist() == [int(v) for v in rows[59_999 % 50].split("\t")]
 
 
 # ----------------------------------------------------------------------------------------- integer counts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +107,7 @@ def test_load_toy_gene_info(toy_gene_info: GeneInfo) -> None:
 
 
 def test_load_real_gene_info(gene_info: GeneInfo, shared_data: Path) -> None:
-    start = time.perf_counter()
-    load_gene_info(shared_data / "NCBI_gene_info" / "Homo_sapiens.gene_info.gz")
-    assert time.perf_counter() - start < 4  # ~0.7 s locally; the brief asks for < 2 s
+    # Load time is measured in bench/bench_download_parse.py, not asserted here.
     assert gene_info.n_genes == 61320  # 61,393 rows minus 73 archaic-human rows
     for symbol, gid in PANEL_ENTREZ.items():
         assert gene_info.entrez_to_symbol[gid] == symbol

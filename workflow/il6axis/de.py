@@ -223,6 +223,7 @@ def run_and_write(
         "design": result.design,
         "n_per_group": result.n_per_group,
         "alpha": settings.alpha,
+        "n_cpus": settings.n_cpus,
         "n_genes": int(len(table)),
         "n_tested": result.n_tested,
         "n_up": int((called & (table["log2FoldChange"] > 0)).sum()),

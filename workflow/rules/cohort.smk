@@ -9,8 +9,14 @@ rule build_cohort:
         gene_mapping="results/cohorts/{cohort}.gene_mapping.tsv",
     log:
         "results/logs/build_cohort/{cohort}.log",
+    benchmark:
+        "results/benchmarks/build_cohort/{cohort}.tsv"
     conda:
         "../../envs/cohorts.yaml"
+    resources:
+        # Parsing holds a few copies of the matrix: scale with the (compressed) input size.
+        mem_mb=lambda wc, input, attempt: (2000 + 40 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
     params:
         spec=cohort_spec,
     script:

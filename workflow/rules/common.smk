@@ -3,7 +3,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 # Shipped resources are addressed from the workflow's own folder, so a workflow that imports this one as

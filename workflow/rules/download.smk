@@ -6,15 +6,15 @@ rule download_series_matrix:
     output:
         file=series_matrix_path("{accession}"),
         record=record_path(series_matrix_path("{accession}")),
-    params:
-        kind="series_matrix",
-        settings=config["download"],
-        sha256=lambda wc, output: expected_sha256(output.file),
     log:
         "results/logs/download/{accession}_series_matrix.log",
     localrule: True
     conda:
         "../../envs/cohorts.yaml"
+    params:
+        kind="series_matrix",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
     script:
         "../scripts/download.py"
 
@@ -23,15 +23,15 @@ rule download_ncbi_counts:
     output:
         file=ncbi_counts_path("{accession}"),
         record=record_path(ncbi_counts_path("{accession}")),
-    params:
-        kind="ncbi_counts",
-        settings=config["download"],
-        sha256=lambda wc, output: expected_sha256(output.file),
     log:
         "results/logs/download/{accession}_ncbi_counts.log",
     localrule: True
     conda:
         "../../envs/cohorts.yaml"
+    params:
+        kind="ncbi_counts",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
     script:
         "../scripts/download.py"
 
@@ -40,15 +40,15 @@ rule download_supplementary:
     output:
         file=supplementary_path("{accession}", "{file}"),
         record=record_path(supplementary_path("{accession}", "{file}")),
-    params:
-        kind="supplementary",
-        settings=config["download"],
-        sha256=lambda wc, output: expected_sha256(output.file),
     log:
         "results/logs/download/{accession}_suppl_{file}.log",
     localrule: True
     conda:
         "../../envs/cohorts.yaml"
+    params:
+        kind="supplementary",
+        settings=config["download"],
+        sha256=lambda wc, output: expected_sha256(output.file),
     script:
         "../scripts/download.py"
 
@@ -57,15 +57,15 @@ rule download_gene_info:
     output:
         file=GENE_INFO_DOWNLOAD,
         record=record_path(GENE_INFO_DOWNLOAD),
-    params:
-        kind="gene_info",
-        settings=config["download"],
-        sha256=config["gene_info"]["sha256"],
     log:
         "results/logs/download/gene_info.log",
     localrule: True
     conda:
         "../../envs/cohorts.yaml"
+    params:
+        kind="gene_info",
+        settings=config["download"],
+        sha256=config["gene_info"]["sha256"],
     script:
         "../scripts/download.py"
 

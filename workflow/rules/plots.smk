@@ -8,8 +8,13 @@ rule volcano:
         svg="results/plots/{cohort}/volcano.svg",
     log:
         "results/logs/volcano/{cohort}.log",
+    benchmark:
+        "results/benchmarks/volcano/{cohort}.tsv"
     conda:
         "../../envs/plots.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         alpha=config["de"]["alpha"],
     script:

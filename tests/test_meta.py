@@ -1,0 +1,418 @@
+"""Random-effects meta-analysis across cohorts: hand arithmetic, an independent PM solver, strata, I/O."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+from statsmodels.stats.meta_analysis import combine_effects
+from statsmodels.stats.multitest import multipletests
+
+import il6axis.meta as meta_mod
+from il6axis.errors import InputError
+from il6axis.meta import (
+    NOTE_K2,
+    REASON_FEW,
+    forest_table,
+    meta_analyse,
+    random_effects,
+    read_cohort_effects,
+    sign_consistency,
+    stouffer,
+    stratum_of,
+)
+
+Z95 = stats.norm.isf(0.025)
+
+
+def _long(rows: list[tuple], tissues: dict[str, str], n: dict[str, int] | None = None) -> pd.DataFrame:
+    """Long effects table from (cohort, feature, lfc, se[, padj]) tuples; stat = lfc / se like a Wald z."""
+    records = []
+    for row in rows:
+        cohort, feature, lfc, se = row[:4]
+        padj = row[4] if len(row) > 4 else 0.5
+        records.append(
+            {
+                "cohort": cohort,
+                "feature": feature,
+                "log2FoldChange": lfc,
+                "lfcSE": se,
+                "stat": lfc / se,
+                "padj": padj,
+                "n": (n or {}).get(cohort, 20),
+                "tissue": tissues[cohort],
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def _pm_by_bisection(y: np.ndarray, v: np.ndarray) -> float:
+    """Paule-Mandel tau2 written out: the tau2 >= 0 at which generalised Q equals k - 1 (bisection)."""
+    df = len(y) - 1
+
+    def q_gen(tau2: float) -> float:
+        w = 1 / (v + tau2)
+        mu = np.sum(w * y) / np.sum(w)
+        return float(np.sum(w * (y - mu) ** 2))
+
+    if q_gen(0.0) <= df:
+        return 0.0
+    lo, hi = 0.0, 10.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if q_gen(mid) > df else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _pm_scipy(y: np.ndarray, v: np.ndarray) -> float:
+    """Independent PM solver: scipy brentq on Q(tau2) - (k - 1), truncated at 0."""
+    df = len(y) - 1
+
+    def excess(tau2: float) -> float:
+        w = 1 / (v + tau2)
+        mu = w @ y / w.sum()
+        return float(w @ (y - mu) ** 2 - df)
+
+    if excess(0.0) <= 0:
+        return 0.0
+    return optimize.brentq(excess, 0.0, 1e3, xtol=1e-15, rtol=1e-14)
+
+
+# Three whole-blood cohorts, heterogeneous: PM and DL tau2 clearly differ, so using DL would fail.
+Y3 = np.array([1.0, -0.2, 0.4])
+SE3 = np.array([0.10, 0.40, 0.15])
+WB3 = {"A": "whole_blood", "B": "leukocytes", "C": "whole_blood"}
+
+
+def test_three_cohorts_match_hand_arithmetic() -> None:
+    v = SE3**2
+    k, df = 3, 2
+    # Fixed effect and Cochran's Q.
+    w = 1 / v
+    mu_fe = np.sum(w * Y3) / np.sum(w)
+    q = np.sum(w * (Y3 - mu_fe) ** 2)
+    # DerSimonian-Laird moment estimate (for contrast only).
+    c = np.sum(w) - np.sum(w**2) / np.sum(w)
+    tau2_dl = max(0.0, (q - df) / c)
+    # Paule-Mandel, random-effects weights, pooled estimate, t interval with k - 1 df.
+    tau2 = _pm_by_bisection(Y3, v)
+    w_re = 1 / (v + tau2)
+    mu = np.sum(w_re * Y3) / np.sum(w_re)
+    se = np.sqrt(1 / np.sum(w_re))
+    crit = stats.t.isf(0.025, df)
+    p = 2 * stats.t.sf(abs(mu / se), df)
+    i2 = (q - df) / q
+    assert tau2 > 0 and abs(tau2 - tau2_dl) > 0.05  # the data separate PM from DL
+
+    effects = _long([(c_, "SOCS3", y, s, 0.01) for c_, y, s in zip("ABC", Y3, SE3, strict=True)], WB3)
+    row = meta_analyse(effects, strata=("whole_blood",)).iloc[0]
+    assert row["k"] == k and row["cohorts"] == "A,B,C"
+    assert row["tau2"] == pytest.approx(tau2, rel=1e-4)
+    assert row["Q"] == pytest.approx(q, rel=1e-12)
+    assert row["i2"] == pytest.approx(i2, rel=1e-12)
+    assert row["fixed_log2FoldChange"] == pytest.approx(mu_fe, rel=1e-12)
+    assert row["pooled_log2FoldChange"] == pytest.approx(mu, rel=1e-5)
+    assert row["se"] == pytest.approx(se, rel=1e-5)
+    assert row["ci_low"] == pytest.approx(mu - crit * se, rel=1e-5)
+    assert row["ci_high"] == pytest.approx(mu + crit * se, rel=1e-5)
+    assert row["p"] == pytest.approx(p, rel=1e-4)
+    assert row["ci_method"] == "random_effect"
+    assert row["reason"] == "" and row["note"] == ""
+    assert row["sign_summary"] == (
+        "up in 2/3 whole-blood cohorts (2 with padj < 0.05); "
+        "down in 1/3 whole-blood cohorts (1 with padj < 0.05)"
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pm_matches_independent_scipy_root(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(3, 8))
+    se = rng.uniform(0.1, 0.5, k)
+    true_tau = [0.0, 0.3, 0.8][seed % 3]
+    y = 0.7 + rng.normal(0, true_tau, k) + rng.normal(0, se)
+    tau2 = _pm_scipy(y, se**2)
+    w = 1 / (se**2 + tau2)
+    fit = random_effects(y, se, [f"c{i}" for i in range(k)])
+    assert fit["tau2"] == pytest.approx(tau2, rel=1e-4, abs=1e-8)
+    assert fit["estimate"] == pytest.approx(w @ y / w.sum(), rel=1e-5, abs=1e-8)
+    assert fit["converged"]
+
+
+def test_pm_reset_to_zero_by_statsmodels_is_repaired(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a tight tolerance, statsmodels 0.15's PM iteration steps to a rounding-level negative
+    # Q_gen - (k-1) and resets tau2 to 0 although Q >> k - 1; random_effects must restart at the root.
+    y = np.array([0.357, 1.681, 0.028])
+    se = np.array([0.23, 0.13, 0.28])
+    tight = {"atol": 1e-10, "maxiter": 200}
+    assert combine_effects(y, se**2, method_re="iterated", **tight).tau2 == 0
+    monkeypatch.setattr(meta_mod, "_PM_KWDS", tight)
+    fit = random_effects(y, se, list("abc"))
+    assert fit["tau2"] == pytest.approx(_pm_scipy(y, se**2), rel=1e-6)
+    assert fit["tau2"] > 0.3 and fit["converged"]
+
+
+def test_k2_closed_form_and_wide_interval_note() -> None:
+    y, se = np.array([1.4, 0.2]), np.array([0.2, 0.25])
+    v = se**2
+    # For k = 2, Q_gen(tau2) = (y1 - y2)^2 / (v1 + v2 + 2 tau2) = 1 gives tau2 in closed form.
+    tau2 = max(0.0, ((y[0] - y[1]) ** 2 - v.sum()) / 2)
+    w = 1 / (v + tau2)
+    mu, s = w @ y / w.sum(), np.sqrt(1 / w.sum())
+    crit = stats.t.isf(0.025, 1)  # 12.7
+    effects = _long([("A", "IL6R", y[0], se[0]), ("B", "IL6R", y[1], se[1])], {"A": "pbmc", "B": "pbmc"})
+    row = meta_analyse(effects, strata=("pbmc",)).iloc[0]
+    assert row["k"] == 2 and row["note"] == NOTE_K2
+    assert row["tau2"] == pytest.approx(tau2, rel=1e-4)
+    assert row["ci_high"] - row["ci_low"] == pytest.approx(2 * crit * s, rel=1e-4)
+    assert row["pooled_log2FoldChange"] == pytest.approx(mu, rel=1e-5)
+
+
+def test_tau2_zero_keeps_wider_interval_than_hksj() -> None:
+    y, se = np.array([0.50, 0.52, 0.49]), np.array([0.10, 0.15, 0.20])
+    v, df = se**2, 2
+    w = 1 / v
+    mu = w @ y / w.sum()
+    q = w @ (y - mu) ** 2
+    assert q < df  # homogeneous: tau2 = 0 and the HKSJ scale q/df < 1
+    se_fe = np.sqrt(1 / w.sum())
+    se_hksj = np.sqrt(q / df) * se_fe
+    crit = stats.t.isf(0.025, df)
+    fit = random_effects(y, se, ["A", "B", "C"])
+    assert fit["tau2"] == 0 and fit["i2"] == 0
+    assert fit["ci_method"] == "random_effect"
+    assert fit["ci_low"] == pytest.approx(mu - crit * se_fe, rel=1e-12)
+    assert fit["ci_high"] == pytest.approx(mu + crit * se_fe, rel=1e-12)
+    assert 2 * crit * se_hksj < fit["ci_high"] - fit["ci_low"]
+    # Identical effects: Q = 0, statsmodels' I2 would be -inf; here I2 = 0 and the interval is finite.
+    same = random_effects(np.full(3, 0.5), se, ["A", "B", "C"])
+    assert same["i2"] == 0 and same["Q"] == 0 and np.isfinite(same["ci_low"])
+
+
+def test_hksj_used_when_wider_and_negative_dl_tau2_clipped() -> None:
+    v, df = SE3**2, 2
+    w = 1 / v
+    mu_fe = w @ Y3 / w.sum()
+    q = w @ (Y3 - mu_fe) ** 2
+    tau2_dl = (q - df) / (w.sum() - (w**2).sum() / w.sum())
+    w_re = 1 / (v + tau2_dl)
+    mu = w_re @ Y3 / w_re.sum()
+    var_hksj = (w_re / w_re.sum()) @ (Y3 - mu) ** 2 / df
+    assert var_hksj > 1 / w_re.sum()  # DL underestimates tau2 here, so HKSJ is the wider interval
+    fit = random_effects(Y3, SE3, ["A", "B", "C"], method_re="dl")
+    assert fit["ci_method"] == "hksj"
+    assert fit["tau2"] == pytest.approx(tau2_dl, rel=1e-12)
+    assert fit["se"] == pytest.approx(np.sqrt(var_hksj), rel=1e-12)
+    assert fit["ci_high"] == pytest.approx(mu + stats.t.isf(0.025, df) * np.sqrt(var_hksj), rel=1e-12)
+    # Homogeneous effects: raw DL tau2 is negative; it is truncated, giving the tau2 = 0 fit.
+    y, se = np.array([0.50, 0.52, 0.49]), np.array([0.10, 0.15, 0.20])
+    assert combine_effects(y, se**2, method_re="dl").tau2 < 0
+    dl = random_effects(y, se, ["A", "B", "C"], method_re="dl")
+    assert dl["tau2"] == 0
+    assert dl["estimate"] == pytest.approx(random_effects(y, se, ["A", "B", "C"])["estimate"], rel=1e-12)
+
+
+def test_single_cohort_gives_na_with_reason() -> None:
+    fit = random_effects(np.array([0.4]), np.array([0.2]), ["A"])
+    assert fit["k"] == 1 and fit["reason"] == REASON_FEW and np.isnan(fit["estimate"]) and np.isnan(fit["p"])
+    effects = _long([("A", "SOCS3", 0.4, 0.2, 0.01), ("B", "SOCS3", 0.6, 0.2, 0.01)], WB3 | {"B": "pbmc"})
+    row = meta_analyse(effects, strata=("pbmc",)).iloc[0]
+    assert row["k"] == 1 and row["cohorts"] == "B" and row["reason"] == REASON_FEW
+    assert np.isnan(row["pooled_log2FoldChange"]) and np.isnan(row["q"]) and np.isnan(row["stouffer_z"])
+    assert row["sign_summary"] == "up in 1/1 PBMC cohorts (1 with padj < 0.05)"
+
+
+def test_stouffer_matches_hand_formula_and_keeps_sign() -> None:
+    z, n = np.array([-2.0, -1.0, -0.5]), np.array([100, 25, 9])
+    w = np.array([10.0, 5.0, 3.0])
+    expected = (w @ z) / np.sqrt(w @ w)
+    z_comb, p = stouffer(z, n)
+    assert z_comb == pytest.approx(expected, rel=1e-12) and z_comb < 0
+    assert p == pytest.approx(2 * stats.norm.sf(abs(expected)), rel=1e-12)
+    assert stouffer(np.array([2.0, -2.0]), np.array([30, 30])) == pytest.approx((0.0, 1.0))
+    # Inside meta_analyse: stat is lfc/se per cohort, weights sqrt(n).
+    ns = {"A": 100, "B": 25, "C": 9}
+    effects = _long([(c_, "HLA-DRA", -y, s) for c_, y, s in zip("ABC", Y3, SE3, strict=True)], WB3, ns)
+    row = meta_analyse(effects, strata=("all",)).iloc[0]
+    zs = -Y3 / SE3
+    assert row["stouffer_z"] == pytest.approx((w @ zs) / np.sqrt(w @ w), rel=1e-12)
+
+
+def test_sign_consistency_text() -> None:
+    up = sign_consistency(np.array([0.5, 1.0, 0.2]), np.array([0.01, 0.2, 0.04]), 0.05)
+    assert up["text"] == "up in 3/3 cohorts (2 with padj < 0.05)"
+    assert (up["n_up"], up["n_down"], up["n_up_sig"], up["n_down_sig"]) == (3, 0, 2, 0)
+    mixed = sign_consistency(np.array([-0.3, 0.4, -0.2]), np.array([0.01, np.nan, 0.5]), 0.05, "PBMC cohorts")
+    assert (
+        mixed["text"]
+        == "down in 2/3 PBMC cohorts (1 with padj < 0.05); up in 1/3 PBMC cohorts (0 with padj < 0.05)"
+    )
+    assert sign_consistency(np.array([]), np.array([]))["text"] == "no cohorts"
+
+
+def test_bh_q_within_each_stratum_and_nan_aware() -> None:
+    tissues = {"A": "whole_blood", "B": "whole_blood", "C": "pbmc", "D": "pbmc"}
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, mu in enumerate([1.0, 0.5, 0.2, 0.0, -0.4]):
+        for c_ in "ABCD":
+            rows.append((c_, f"G{i}", mu + rng.normal(0, 0.1), 0.2))
+    rows.append(("A", "ONLY_A", 0.3, 0.2))  # one cohort: p NaN, must not count as a test
+    table = meta_analyse(_long(rows, tissues))
+    for stratum, sub in table.groupby("stratum"):
+        ok = sub["p"].notna()
+        assert ok.sum() == 5, stratum
+        expected = multipletests(sub.loc[ok, "p"], method="fdr_bh")[1]
+        np.testing.assert_allclose(sub.loc[ok, "q"], expected, rtol=1e-12)
+        assert sub.loc[~ok, "q"].isna().all()
+    # BH over all 15 stratum rows together would give different q: the families really are separate.
+    pooled_q = multipletests(table["p"].dropna(), method="fdr_bh")[1]
+    assert not np.allclose(pooled_q, table["q"].dropna())
+
+
+def test_strata_split_primary_pbmc_and_all() -> None:
+    assert [stratum_of(t) for t in ("whole_blood", "leukocytes", "pbmc", "other")] == [
+        "whole_blood",
+        "whole_blood",
+        "pbmc",
+        "other",
+    ]
+    with pytest.raises(InputError, match="tissue 'plasma'"):
+        stratum_of("plasma")
+    tissues = {"WB1": "whole_blood", "LEU": "leukocytes", "WB2": "whole_blood", "P1": "pbmc", "P2": "pbmc"}
+    # Planted truth: SOCS3 up 1.0 in blood, null in PBMC.
+    rows = [
+        (c_, "SOCS3", 1.0 + d, 0.15) for c_, d in zip(["WB1", "LEU", "WB2"], [0.05, -0.05, 0.0], strict=True)
+    ]
+    rows += [("P1", "SOCS3", 0.05, 0.3), ("P2", "SOCS3", -0.05, 0.3)]
+    table = meta_analyse(_long(rows, tissues)).set_index("stratum")
+    assert table.loc["whole_blood", "cohorts"] == "WB1,LEU,WB2"
+    assert table.loc["pbmc", "cohorts"] == "P1,P2"
+    assert table.loc["all", "k"] == 5
+    assert table.loc["whole_blood", "pooled_log2FoldChange"] == pytest.approx(1.0, abs=0.01)
+    assert table.loc["whole_blood", "ci_low"] > 0.5
+    assert abs(table.loc["pbmc", "pooled_log2FoldChange"]) < 0.01
+    assert table.loc["pbmc", "ci_low"] < 0 < table.loc["pbmc", "ci_high"]
+    assert table.loc["all", "tau2"] > 0.1  # pooling across materials is heterogeneous
+
+
+def test_nan_effects_do_not_contribute() -> None:
+    tissues = {c_: "whole_blood" for c_ in "ABCD"}
+    rows = [(c_, "JAK2", y, s) for c_, y, s in zip("ABC", Y3, SE3, strict=True)]
+    full = _long([*rows, ("D", "JAK2", np.nan, np.nan), ("D", "STAT3", 0.1, 0.2)], tissues)
+    full.loc[(full["cohort"] == "C"), "lfcSE"] = np.nan  # C untested: no SE
+    with_nan = meta_analyse(full, strata=("whole_blood",)).set_index("feature")
+    clean = _long(rows[:2], tissues)
+    without = meta_analyse(clean, strata=("whole_blood",)).set_index("feature")
+    assert with_nan.loc["JAK2", "k"] == 2 and with_nan.loc["JAK2", "cohorts"] == "A,B"
+    for col in ("pooled_log2FoldChange", "ci_low", "ci_high", "tau2", "stouffer_z"):
+        assert with_nan.loc["JAK2", col] == pytest.approx(without.loc["JAK2", col], rel=1e-12)
+    assert with_nan.loc["STAT3", "reason"] == REASON_FEW
+
+
+def test_exclude_cohorts_equals_dropping_the_cohort() -> None:
+    tissues = {"A": "whole_blood", "B": "whole_blood", "C": "whole_blood", "TMM": "whole_blood"}
+    rows = [(c_, "SOCS3", y, s) for c_, y, s in zip("ABC", Y3, SE3, strict=True)] + [
+        ("TMM", "SOCS3", 3.0, 0.2)
+    ]
+    effects = _long(rows, tissues)
+    effects["scale"] = np.where(effects["cohort"] == "TMM", "log2_tmm", "log2_counts")
+    with_tmm = meta_analyse(effects, strata=("whole_blood",)).iloc[0]
+    without = meta_analyse(effects, strata=("whole_blood",), exclude_cohorts=["TMM"]).iloc[0]
+    reference = meta_analyse(effects[effects["cohort"] != "TMM"], strata=("whole_blood",)).iloc[0]
+    assert without["k"] == 3 and "TMM" not in without["cohorts"]
+    assert without["pooled_log2FoldChange"] == pytest.approx(reference["pooled_log2FoldChange"], rel=1e-12)
+    assert with_tmm["pooled_log2FoldChange"] > without["pooled_log2FoldChange"] + 0.2
+    assert "mixed scales (log2_counts, log2_tmm)" in with_tmm["note"] and without["note"] == ""
+    with pytest.raises(InputError, match="unknown cohort"):
+        meta_analyse(effects, exclude_cohorts=["TMN"])
+
+
+def test_forest_table_rows_and_weights() -> None:
+    effects = _long([(c_, "SOCS3", y, s) for c_, y, s in zip("ABC", Y3, SE3, strict=True)], WB3)
+    meta = meta_analyse(effects, strata=("whole_blood",))
+    forest = forest_table(effects, meta)
+    cohorts = forest[forest["row_type"] == "cohort"]
+    fit = random_effects(Y3, SE3, ["A", "B", "C"])
+    np.testing.assert_allclose(cohorts["weight"], [fit["weights"][c_] for c_ in "ABC"], rtol=1e-5)
+    np.testing.assert_allclose(cohorts["ci_low"], Y3 - Z95 * SE3, rtol=1e-12)
+    np.testing.assert_allclose(cohorts["ci_high"], Y3 + 1.96 * SE3, atol=1e-4)
+    pooled = forest[forest["row_type"] == "pooled"].iloc[0]
+    assert (
+        pooled["effect"] == meta.iloc[0]["pooled_log2FoldChange"]
+        and pooled["ci_low"] == meta.iloc[0]["ci_low"]
+    )
+    assert len(forest) == 4
+
+
+def test_bad_inputs_name_the_problem() -> None:
+    effects = _long([("A", "SOCS3", 0.1, 0.2), ("B", "SOCS3", 0.2, 0.2)], WB3)
+    with pytest.raises(InputError, match="lfcSE"):
+        meta_analyse(effects.drop(columns="lfcSE"))
+    with pytest.raises(InputError, match="duplicate"):
+        meta_analyse(pd.concat([effects, effects.iloc[:1]]))
+    with pytest.raises(InputError, match="strata"):
+        meta_analyse(effects, strata=("blood",))
+    with pytest.raises(InputError, match="non-positive"):
+        random_effects(np.array([0.1, 0.2]), np.array([0.2, 0.0]), ["A", "B"])
+    with pytest.raises(TypeError):
+        combine_effects([0.1, 0.2], [0.04, 0.04])  # why random_effects converts to numpy first
+
+
+def _write_de(path, genes, lfc, se, tested, pvalue) -> None:
+    pd.DataFrame(
+        {
+            "gene": genes,
+            "baseMean": 100.0,
+            "log2FoldChange": lfc,
+            "lfcSE": se,
+            "stat": np.asarray(lfc) / np.asarray(se),
+            "pvalue": pvalue,
+            "padj": [0.01, 0.2, np.nan, 0.5][: len(genes)],
+            "tested": tested,
+            "not_tested_reason": "",
+        }
+    ).to_csv(path, sep="\t", index=False)
+
+
+def test_read_cohort_effects_from_tsv_and_json(tmp_path) -> None:
+    _write_de(
+        tmp_path / "a.tsv",
+        ["SOCS3", "IL6R", "IL6", "ACTB"],
+        [1.0, 0.3, np.nan, 0.0],
+        [0.2, 0.1, np.nan, 0.05],
+        [True, True, False, True],
+        [0.001, 0.1, np.nan, 0.9],
+    )
+    # Cohort B: IL6R is a Cook's outlier (estimate kept, p = NA) and IL6 is absent from the table.
+    _write_de(tmp_path / "b.tsv", ["SOCS3", "IL6R"], [0.8, 2.5], [0.3, 0.4], [True, True], [0.01, np.nan])
+    (tmp_path / "a.json").write_text(
+        json.dumps({"n_per_group": {"mild": 12, "severe": 9}, "tissue": "leukocytes"})
+    )
+    summaries = {"A": tmp_path / "a.json", "B": {"n_per_group": {"mild": 5, "severe": 5}, "tissue": "pbmc"}}
+    long = read_cohort_effects(
+        {"A": tmp_path / "a.tsv", "B": tmp_path / "b.tsv"}, summaries, ["SOCS3", "IL6R", "IL6"]
+    )
+    assert len(long) == 6 and set(long["feature"]) == {"SOCS3", "IL6R", "IL6"}
+    a = long[long["cohort"] == "A"].set_index("feature")
+    b = long[long["cohort"] == "B"].set_index("feature")
+    assert (a["n"] == 21).all() and (b["n"] == 10).all()
+    assert (a["tissue"] == "leukocytes").all() and (long["scale"] == "log2_counts").all()
+    assert a.loc["SOCS3", "log2FoldChange"] == 1.0 and a.loc["SOCS3", "stat"] == pytest.approx(5.0)
+    assert np.isnan(a.loc["IL6", "log2FoldChange"]) and np.isnan(b.loc["IL6", "log2FoldChange"])
+    assert np.isnan(b.loc["IL6R", "log2FoldChange"])  # Cook's outlier does not contribute
+    table = meta_analyse(long).set_index(["stratum", "feature"])
+    assert table.loc[("all", "SOCS3"), "k"] == 2 and table.loc[("all", "IL6R"), "k"] == 1
+    assert table.loc[("all", "IL6"), "k"] == 0 and table.loc[("all", "IL6"), "reason"] == REASON_FEW
+
+    (tmp_path / "bad.json").write_text(json.dumps({"n_per_group": {"mild": 3}, "tissue": "pbmc"}))
+    with pytest.raises(InputError, match="bad.json"):
+        read_cohort_effects({"A": tmp_path / "a.tsv"}, {"A": tmp_path / "bad.json"})
+    pd.DataFrame({"gene": ["X"], "log2FoldChange": [1.0]}).to_csv(
+        tmp_path / "short.tsv", sep="\t", index=False
+    )
+    with pytest.raises(InputError, match="short.tsv"):
+        read_cohort_effects({"A": tmp_path / "short.tsv"}, {"A": tmp_path / "a.json"})
