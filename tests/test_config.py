@@ -17,7 +17,7 @@ def _load(name: str) -> dict:
     return yaml.safe_load((PROJECT_ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "singlecell_combat.yaml"])
 def test_shipped_configs_are_valid(name):
     validate(_load(name), SCHEMA)
 
@@ -61,7 +61,27 @@ def test_missing_required_key_is_named():
 
 def test_missing_cohorts_is_named():
     msg = _invalid(lambda c: c.pop("cohorts"))
-    assert "'cohorts' is a required property" in msg
+    assert "is not valid under any of the given schemas" in msg
+    assert "'cohorts'" in msg and "'singlecell_cohorts'" in msg
+
+
+def test_singlecell_cohort_defaults_and_required_keys():
+    config = {
+        "singlecell_cohorts": {
+            "sc": {
+                "single_cell": {"h5ad": "x.h5ad", "donor_key": "donor"},
+                "severity": {"field": "condition", "severe": ["critical"], "mild": ["mild"]},
+            }
+        }
+    }
+    validate(config, SCHEMA)
+    block = config["singlecell_cohorts"]["sc"]["single_cell"]
+    assert block["qc"] == {"min_counts": 500, "min_genes": 200, "max_pct_mt": 20}
+    assert block["min_donors_per_group"] == 2 and block["celltype_key"] is None
+    assert config["singlecell_cohorts"]["sc"]["severity"]["exclude"] == []
+    del config["singlecell_cohorts"]["sc"]["single_cell"]["donor_key"]
+    with pytest.raises(WorkflowError, match="'donor_key' is a required property"):
+        validate(config, SCHEMA)
 
 
 def test_bad_enum_names_value_and_allowed_values():

@@ -62,7 +62,22 @@ def test_truth_table_marks_planted_effects():
     assert truth.loc["HLA-DRA", "true_log2FoldChange"] < 0
     assert truth.loc["IL6", "true_log2FoldChange"] == 0
     planted = truth.loc[truth["is_de"], "true_log2FoldChange"].abs()
-    assert 0.05 < truth["is_de"].mean() < 0.15 and (planted >= 0.5).all()
+    direct = truth["direct_log2FoldChange"] != 0
+    assert 0.05 < direct.mean() < 0.15 and (planted >= 0.5).all()
+    # Composition-only genes: no direct effect, a marginal one through the neutrophil level.
+    composition_only = (truth["neutrophil_loading"] > 0) & ~direct
+    assert composition_only.sum() == SMALL.n_composition_genes
+    assert np.allclose(truth.loc[composition_only, "true_log2FoldChange"], 0.6)
+
+
+def test_neutrophil_level_is_higher_in_severe_and_drives_its_genes():
+    spec = DemoSpec(n_genes=1000, n_severe=30, n_mild=30, n_healthy=2)
+    cohort = simulate(["CSF3R", "FCGR3B", "CXCR2"], spec)
+    samples = cohort.samples.set_index("sample_id")
+    z = samples["true_neutrophil_z"]
+    assert z[samples["group"] == "severe"].mean() - z[samples["group"] == "mild"].mean() > 0.5
+    log_fcgr3b = np.log2(cohort.counts.loc["FCGR3B"] / cohort.counts.sum() * 1e6 + 1)
+    assert np.corrcoef(log_fcgr3b, z)[0, 1] > 0.6
 
 
 def test_written_files_are_byte_reproducible(tmp_path):

@@ -246,3 +246,18 @@ def test_source_urls_follow_geo_layout():
     assert source_url("gene_info", None, None, settings) == (
         "https://mirror.example/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz"
     )
+
+
+@pytest.mark.e2e
+def test_meta_analysis_across_the_two_cohorts(geo_run):
+    meta = pd.read_csv(geo_run / "results/meta/panel_genes.tsv", sep="\t")
+    socs3 = meta[meta["feature"] == "SOCS3"].set_index("stratum")
+    assert socs3.loc["all", "k"] == 2 and socs3.loc["all", "cohorts"] == "GSE152418,GSE155454"
+    assert "k=2" in socs3.loc["all", "note"]
+    assert (
+        socs3.loc["all", "ci_low"] <= socs3.loc["all", "pooled_log2FoldChange"] <= socs3.loc["all", "ci_high"]
+    )
+    # One cohort per material: the strata cannot pool and say why.
+    assert socs3.loc["pbmc", "k"] == 1 and socs3.loc["pbmc", "reason"] == "fewer than 2 cohorts"
+    il6 = meta[(meta["feature"] == "IL6") & (meta["stratum"] == "all")].iloc[0]
+    assert il6["k"] <= 1  # absent from GSE155454's matrix

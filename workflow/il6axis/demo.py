@@ -42,7 +42,9 @@ NAMED_EFFECTS: dict[str, float] = {
     "MYC": -0.7,
 }
 # Genes that are deliberately null in severe vs mild (the core axis machinery the user asks about).
-NAMED_NULL = ["IL6", "IL6ST", "JAK1", "TYK2", "JAK3", "PTPN11", "STAT1", "CSF3R", "FCGR3B", "CXCR2"]
+NAMED_NULL = ["IL6", "IL6ST", "JAK1", "TYK2", "JAK3", "PTPN11", "STAT1"]
+# Genes that read out the neutrophil level (the workflow's neutrophil score), log2 change per z unit.
+NEUTROPHIL_LOADING: dict[str, float] = {"CSF3R": 0.8, "FCGR3B": 0.9, "CXCR2": 0.8}
 # Base mean (counts at size factor 1) for named genes; unlisted named genes draw from the common law.
 NAMED_BASE_MEAN: dict[str, float] = {"IL6": 3.0, "CRP": 1.0, "SAA2": 2.0, "FGB": 1.5, "HAMP": 2.0}
 
@@ -61,6 +63,11 @@ class DemoSpec:
     disp_asymptote: float = 0.05  # a0: biological CV^2 at high expression (whole blood ~ 0.05-0.1)
     disp_extra_poisson: float = 1.0  # a1
     disp_log_sd: float = 0.35  # gene-level scatter of log dispersion around the trend
+    # Blood composition: a per-sample neutrophil level (z units, higher in severe) drives the neutrophil
+    # score genes and a set of composition-only genes that have no direct severity effect.
+    neutrophil_shift: float = 1.0
+    n_composition_genes: int = 40
+    composition_loading: float = 0.6
     seed: int = 20201
 
 
@@ -106,7 +113,7 @@ def simulate(named_genes: list[str], spec: DemoSpec | None = None) -> DemoCohort
     for i, g in enumerate(genes):
         if g in NAMED_BASE_MEAN:
             base_mean[i] = NAMED_BASE_MEAN[g]
-        elif g in NAMED_EFFECTS or g in NAMED_NULL:
+        elif g in NAMED_EFFECTS or g in NAMED_NULL or g in NEUTROPHIL_LOADING:
             base_mean[i] = max(base_mean[i], 150.0)  # named genes well expressed unless stated
     trend = spec.disp_asymptote + spec.disp_extra_poisson / base_mean
     dispersion = trend * np.exp(rng.normal(0.0, spec.disp_log_sd, size=n_genes))
@@ -122,6 +129,15 @@ def simulate(named_genes: list[str], spec: DemoSpec | None = None) -> DemoCohort
     chosen = rng.choice(synthetic_idx, size=min(n_random_de, len(synthetic_idx)), replace=False)
     magnitude = rng.uniform(spec.min_abs_lfc, spec.max_abs_lfc, size=len(chosen))
     lfc[chosen] = magnitude * rng.choice([-1.0, 1.0], size=len(chosen))
+    loading = np.zeros(n_genes)
+    for g, load in NEUTROPHIL_LOADING.items():
+        if g in name_to_idx:
+            loading[name_to_idx[g]] = load
+    null_synthetic = np.setdiff1d(synthetic_idx, chosen)
+    composition_idx = rng.choice(
+        null_synthetic, size=min(spec.n_composition_genes, len(null_synthetic)), replace=False
+    )
+    loading[composition_idx] = spec.composition_loading
 
     samples = _sample_table(spec, rng)
     n_samples = len(samples)
@@ -136,6 +152,9 @@ def simulate(named_genes: list[str], spec: DemoSpec | None = None) -> DemoCohort
     if "RPS4Y1" in name_to_idx:
         base_mean[name_to_idx["RPS4Y1"]] = 0.002
         sex_effect[name_to_idx["RPS4Y1"]] = 19.0  # ~1000 in males, ~0 in females
+    group_arr = samples["group"].to_numpy()
+    neutrophil_z = rng.normal(0.0, 1.0, n_samples) + spec.neutrophil_shift * (group_arr == "severe")
+    samples["true_neutrophil_z"] = np.round(neutrophil_z, 4)
     # Healthy controls differ from mild by small random shifts (they are not part of the contrast).
     healthy_shift = np.where(rng.random(n_genes) < 0.1, rng.normal(0.0, 0.7, n_genes), 0.0)
 
@@ -146,6 +165,7 @@ def simulate(named_genes: list[str], spec: DemoSpec | None = None) -> DemoCohort
         + healthy_shift[:, None] * (group == "healthy")[None, :]
         + age_effect[:, None] * age_z[None, :]
         + sex_effect[:, None] * is_male[None, :]
+        + loading[:, None] * neutrophil_z[None, :]
     )
     size_factors = np.exp(rng.normal(0.0, 0.25, size=n_samples))
     mu = np.exp2(log2_mu) * size_factors[None, :]
@@ -155,11 +175,16 @@ def simulate(named_genes: list[str], spec: DemoSpec | None = None) -> DemoCohort
     counts = rng.poisson(lam).astype(np.int64)
 
     counts_df = pd.DataFrame(counts, index=pd.Index(genes, name="gene"), columns=samples["sample_id"])
+    # The marginal severe-vs-mild effect a model without the neutrophil level estimates: direct effect
+    # plus composition (loading x expected shift in neutrophil level).
+    marginal = lfc + loading * spec.neutrophil_shift
     truth = pd.DataFrame(
         {
             "gene": genes,
-            "true_log2FoldChange": lfc,
-            "is_de": lfc != 0.0,
+            "true_log2FoldChange": marginal,
+            "direct_log2FoldChange": lfc,
+            "neutrophil_loading": loading,
+            "is_de": marginal != 0.0,
             "base_mean": base_mean,
             "dispersion": dispersion,
         }

@@ -590,3 +590,43 @@ def read_cohort_effects(
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]
+
+
+def run_meta(
+    cohorts: Sequence[str],
+    effect_tables: Sequence[str | Path],
+    summaries: Sequence[str | Path],
+    features: Sequence[str] | None,
+    alpha: float,
+    strata: Sequence[str],
+    method_re: str,
+    sensitivity_exclude: Sequence[str],
+    meta_path: str | Path,
+    forest_path: str | Path,
+    sensitivity_path: str | Path,
+) -> pd.DataFrame:
+    """Meta-analyse per-cohort effect tables and write the pooled, forest and leave-one-out tables."""
+    effects = read_cohort_effects(
+        dict(zip(cohorts, effect_tables, strict=True)),
+        dict(zip(cohorts, summaries, strict=True)),
+        features=list(features) if features is not None else None,
+    )
+    meta = meta_analyse(effects, alpha=alpha, strata=tuple(strata), method_re=method_re)
+    meta.to_csv(meta_path, sep="\t", index=False, float_format="%.6g")
+    forest_table(effects, meta, alpha=alpha).to_csv(forest_path, sep="\t", index=False, float_format="%.6g")
+    left_out = [
+        meta_analyse(
+            effects, alpha=alpha, strata=tuple(strata), method_re=method_re, exclude_cohorts=[c]
+        ).assign(excluded=c)
+        for c in sensitivity_exclude
+        if c in set(cohorts)
+    ]
+    sensitivity = pd.concat(left_out, ignore_index=True) if left_out else meta.iloc[0:0].assign(excluded="")
+    sensitivity.to_csv(sensitivity_path, sep="\t", index=False, float_format="%.6g")
+    log.info(
+        "meta-analysis of %d features over %d cohorts written to %s",
+        meta["feature"].nunique(),
+        len(cohorts),
+        meta_path,
+    )
+    return meta

@@ -1,26 +1,128 @@
-"""Figures: volcano plot of severe vs mild with the IL-6 panel genes labelled."""
+"""Differential-expression figures of one cohort (volcano, MA plot, p-value histogram) and the small
+helpers every per-cohort figure shares (titles, effect annotations, haloed labels, outlier clipping).
+
+Each figure is a function returning a matplotlib ``Figure`` built from in-memory tables, plus a
+``*_from_files`` wrapper that reads the workflow's files and writes PNG + SVG via :func:`il6axis.style.save`,
+so the plotting logic is testable without Snakemake.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
+from il6axis.errors import InputError  # noqa: E402
+from il6axis.groups import MILD, SEVERE  # noqa: E402
+from il6axis.style import DIRECTION_PALETTE, save  # noqa: E402
+
 log = logging.getLogger("il6axis.plots")
 
-# One palette for the whole report: direction of change in severe relative to mild.
-DIRECTION_PALETTE = {"up in severe": "#c0392b", "down in severe": "#2471a3", "not significant": "#b3b6b7"}
+
+# The receptor-kinase-STAT3-feedback chain the project is about; always labelled, whatever its p-value.
+CORE_SIGNALLING = ["IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3"]
+DIRECTION_ORDER = ["not significant", "down in severe", "up in severe"]
+# Labels drawn over dense point clouds stay readable with a white outline.
+HALO = [pe.withStroke(linewidth=2.2, foreground="white")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared helpers (also used by il6axis.figures_cohort)
+# ----------------------------------------------------------------------------------------------------
+
+
+def contrast_title(cohort: str, n_per_group: Mapping[str, int], what: str) -> str:
+    """'{cohort}: severe (n=..) vs mild (n=..)' on the first line, what the figure shows on the second."""
+    head = f"{cohort}: severe (n={n_per_group.get(SEVERE, 0)}) vs mild (n={n_per_group.get(MILD, 0)})"
+    return f"{head}\n{what}" if what else head
+
+
+def read_summary(path: str | Path) -> dict:
+    """The DE summary JSON (cohort, design, n_per_group, alpha, ...), checked for the keys titles need."""
+    with open(path, encoding="utf-8") as fh:
+        summary = json.load(fh)
+    missing = [k for k in ("cohort", "n_per_group") if k not in summary]
+    if missing:
+        raise InputError(f"{path}: DE summary lacks {missing}; rerun the deseq2 rule that writes it.")
+    return summary
+
+
+def format_p(p: float) -> str:
+    """Compact p / q value: 2 significant digits, scientific below 0.001, 'NA' when missing."""
+    if p is None or not np.isfinite(p):
+        return "NA"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.2g}"
+
+
+def format_estimate(value: float) -> str:
+    """Two decimals, without the '-0.00' that rounding a tiny negative value produces."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def estimate_ci(estimate: float, low: float, high: float) -> str:
+    """'0.55 [0.27, 0.82]' (bracket = confidence interval)."""
+    est, lo, hi = (format_estimate(float(v)) for v in (estimate, low, high))
+    return f"{est} [{lo}, {hi}]"
+
+
+def effect_text(
+    label: str, estimate: float, low: float, high: float, padj: float, q_label: str = "padj"
+) -> str:
+    """'label 0.55 [0.27, 0.82], padj 0.003' (bracket = confidence interval)."""
+    return f"{label} {estimate_ci(estimate, low, high)}, {q_label} {format_p(padj)}"
+
+
+def halo_text(ax: plt.Axes, x: float, y: float, text: str, **kwargs) -> plt.Text:
+    """A data label with a white outline so it stays legible on top of coloured points."""
+    kwargs.setdefault("fontsize", 7)
+    kwargs.setdefault("zorder", 5)
+    return ax.text(x, y, text, path_effects=HALO, **kwargs)
+
+
+def robust_limit(values: pd.Series, keep: Sequence[float] = (), quantile: float = 0.999) -> float:
+    """Symmetric axis limit covering 99.9% of |values| and every value in ``keep`` (labelled genes).
+
+    A few genes with near-zero counts in one group get |log2FC| of 10-30, which would squash the
+    informative range into a sliver; they are drawn as triangles at the limit instead (see
+    :func:`clip_with_markers`).
+    """
+    finite = np.abs(values[np.isfinite(values)])
+    if finite.empty:
+        return 1.0
+    limit = float(np.quantile(finite, quantile))
+    kept = [abs(v) for v in keep if np.isfinite(v)]
+    limit = max([limit, *kept, 1.0])
+    return limit * 1.05
+
+
+def clip_with_markers(values: pd.Series, limit: float) -> tuple[pd.Series, pd.Series]:
+    """Values clipped to +-limit, and a boolean mask of the points that were clipped."""
+    clipped = values.clip(lower=-limit, upper=limit)
+    return clipped, values.abs() > limit
+
+
+def panel_label_genes(panel: pd.DataFrame, alpha: float) -> list[str]:
+    """Panel genes worth a label: the signalling core always, other panel genes only when significant.
+
+    About 45 labels on the null cloud would be unreadable; the core is the question being asked.
+    """
+    core = panel["symbol"].isin(CORE_SIGNALLING)
+    significant = pd.to_numeric(panel.get("padj"), errors="coerce") < alpha
+    return panel.loc[core | significant, "symbol"].astype(str).tolist()
 
 
 def _direction(table: pd.DataFrame, alpha: float) -> pd.Series:
@@ -35,71 +137,125 @@ def _direction(table: pd.DataFrame, alpha: float) -> pd.Series:
     )
 
 
+def _direction_legend(
+    ax: plt.Axes, counts: pd.Series, alpha: float, n_clipped: int = 0, limit: float = 0.0, axis: str = "x"
+) -> None:
+    """Direction legend below the axes, so it can never hide points; notes genes drawn at the edge."""
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=DIRECTION_PALETTE[d], markersize=5)
+        for d in DIRECTION_ORDER
+    ]
+    labels = [f"{d} (n={counts.get(d, 0)})" for d in DIRECTION_ORDER]
+    handles.append(
+        plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black", markersize=6)
+    )
+    labels.append("IL-6 panel gene")
+    if n_clipped:
+        handles.append(
+            plt.Line2D([], [], marker=">" if axis == "x" else "^", ls="", color="0.4", markersize=5)
+        )
+        labels.append(f"|log2FC| > {limit:.1f}, drawn at the edge (n={n_clipped})")
+    ax.legend(
+        handles,
+        labels,
+        title=f"BH FDR < {alpha:g} (genome-wide)",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncol=3,
+        frameon=False,
+        fontsize=8,
+        title_fontsize=8,
+        handletextpad=0.3,
+        columnspacing=1.2,
+    )
+
+
+def _scatter_directions(
+    ax: plt.Axes, data: pd.DataFrame, x: str, y: str, raw: pd.Series, clipped: pd.Series, axis: str
+) -> None:
+    """Points coloured by direction; points clipped on ``axis`` ('x' or 'y') drawn as triangles pointing
+    off the axis on their own side."""
+    beyond = (">", "<") if axis == "x" else ("^", "v")
+    for direction in DIRECTION_ORDER:
+        sub = data[data["direction"] == direction]
+        for marker, mask in (
+            ("o", ~clipped.loc[sub.index]),
+            (beyond[0], clipped.loc[sub.index] & (raw.loc[sub.index] > 0)),
+            (beyond[1], clipped.loc[sub.index] & (raw.loc[sub.index] < 0)),
+        ):
+            part = sub[mask]
+            if part.empty:
+                continue
+            ax.scatter(
+                part[x],
+                part[y],
+                s=9 if marker == "o" else 18,
+                c=DIRECTION_PALETTE[direction],
+                marker=marker,
+                linewidths=0,
+                alpha=0.75,
+                rasterized=True,  # thousands of points: keep the SVG small
+                zorder=2 if direction != "not significant" else 1,
+            )
+
+
+def _circle_and_label(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, genes: Sequence[str]) -> list:
+    panel = data[data["gene"].isin(set(genes))]
+    ax.scatter(panel[x], panel[y], s=26, facecolors="none", edgecolors="black", linewidths=0.8, zorder=4)
+    return [halo_text(ax, r[x], r[y], r["gene"]) for _, r in panel.iterrows()]
+
+
+def _adjust(texts: list, ax: plt.Axes) -> None:
+    if texts:
+        adjust_text(
+            texts,
+            ax=ax,
+            expand=(1.3, 1.6),
+            arrowprops={"arrowstyle": "-", "color": "0.1", "lw": 0.6},
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Volcano
+# ----------------------------------------------------------------------------------------------------
+
+
 def volcano(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str) -> plt.Figure:
-    """log2 fold change vs -log10 p for tested genes; labels for the panel genes that were tested."""
+    """log2 fold change vs -log10 p for tested genes; circles and labels for ``label_genes``."""
     data = table.dropna(subset=["log2FoldChange", "pvalue"]).copy()
     floor = np.nextafter(0, 1)
     data["neg_log10_p"] = -np.log10(data["pvalue"].clip(lower=floor))
     data["direction"] = _direction(data, alpha)
     counts = data["direction"].value_counts()
-    fig, ax = plt.subplots(figsize=(7.5, 6.0), dpi=150)
-    order = ["not significant", "down in severe", "up in severe"]
-    sns.scatterplot(
-        data=data,
-        x="log2FoldChange",
-        y="neg_log10_p",
-        hue="direction",
-        hue_order=order,
-        palette=DIRECTION_PALETTE,
-        s=9,
-        linewidth=0,
-        alpha=0.7,
-        rasterized=True,
-        ax=ax,
-    )
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(
-        handles,
-        [f"{lab} (n={counts.get(lab, 0)})" for lab in labels],
-        title=f"BH FDR < {alpha:g}",
-        loc="upper left",
-        frameon=True,
-        fontsize=8,
-        title_fontsize=8,
-    )
-    panel = data[data["gene"].isin(set(label_genes))]
-    ax.scatter(
-        panel["log2FoldChange"],
-        panel["neg_log10_p"],
-        s=22,
-        facecolors="none",
-        edgecolors="black",
-        linewidths=0.8,
-        zorder=3,
-    )
-    texts = [
-        ax.text(r.log2FoldChange, r.neg_log10_p, r.gene, fontsize=7, zorder=4) for r in panel.itertuples()
-    ]
+    labelled = data[data["gene"].isin(set(label_genes))]
+    limit = robust_limit(data["log2FoldChange"], labelled["log2FoldChange"].tolist())
+    data["x"], clipped = clip_with_markers(data["log2FoldChange"], limit)
+
+    fig, ax = plt.subplots(figsize=(7.5, 6.4), dpi=150)
+    _scatter_directions(ax, data, "x", "neg_log10_p", data["log2FoldChange"], clipped, "x")
+    texts = _circle_and_label(ax, data, "x", "neg_log10_p", label_genes)
     ax.axvline(0, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(-limit * 1.02, limit * 1.02)
+    ax.set_ylim(bottom=-0.03 * max(1.0, float(data["neg_log10_p"].max())))
     ax.set_xlabel("log2 fold change, severe vs mild (MLE)")
-    ax.set_ylabel("-log10 p-value (Wald)")
+    ax.set_ylabel("-log10 p-value (Wald test)")
     ax.set_title(title, fontsize=10)
+    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "x")
     sns.despine(ax=ax)
     fig.tight_layout()
-    if texts:
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.5})
+    _adjust(texts, ax)
     return fig
 
 
-def save(fig: plt.Figure, out_paths: Sequence[str | Path]) -> None:
-    for path in out_paths:
-        fig.savefig(
-            path,
-            dpi=150,
-            bbox_inches="tight",
-            metadata={"Date": None} if str(path).endswith(".svg") else None,
+def _load_de(results_path: str | Path) -> pd.DataFrame:
+    table = pd.read_csv(results_path, sep="\t")
+    needed = {"gene", "baseMean", "log2FoldChange", "pvalue", "padj"}
+    if not needed <= set(table.columns):
+        raise InputError(
+            f"{results_path}: DE table lacks {sorted(needed - set(table.columns))}; expected the "
+            f"severe_vs_mild.tsv layout written by the deseq2 rule."
         )
-    plt.close(fig)
+    return table
 
 
 def volcano_from_files(
@@ -109,25 +265,148 @@ def volcano_from_files(
     alpha: float,
     out_paths: Sequence[str | Path],
 ) -> None:
-    table = pd.read_csv(results_path, sep="\t")
+    """Volcano of ``severe_vs_mild.tsv`` with the IL-6 panel's core and significant genes labelled."""
+    table = _load_de(results_path)
     panel = pd.read_csv(panel_path, sep="\t")
-    with open(summary_path, encoding="utf-8") as fh:
-        summary = json.load(fh)
-    n = summary["n_per_group"]
-    # Label the signalling core always and other panel genes only when significant: ~45 labels on the
-    # null cloud would be unreadable.
-    core = panel["tier"].eq("core") & panel["symbol"].isin(
-        ["IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3"]
+    summary = read_summary(summary_path)
+    n_tested = int(table["pvalue"].notna().sum())
+    design = summary.get("design", "?")
+    what = f"{n_tested} tested genes, design {design}; circled: IL-6 core + significant panel"
+    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
+    save(volcano(table, panel_label_genes(panel, alpha), alpha, title), out_paths)
+    log.info("volcano of %d tested genes written to %s", n_tested, list(map(str, out_paths)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# MA plot
+# ----------------------------------------------------------------------------------------------------
+
+
+def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str) -> plt.Figure:
+    """log10 mean normalised count vs log2 fold change; shrunken fold changes when the table has them.
+
+    Shrinkage (pydeseq2 ``lfc_shrink``) pulls noisy low-count fold changes towards zero, which is what an
+    MA plot should show; colours still come from the unshrunken Wald test's padj.
+    """
+    shrunk = "log2FoldChange_shrunk" in table.columns and table["log2FoldChange_shrunk"].notna().any()
+    y_col = "log2FoldChange_shrunk" if shrunk else "log2FoldChange"
+    # Same gene set as the volcano and the p-value histogram: genes with a Wald p-value.
+    data = table.dropna(subset=[y_col, "baseMean", "pvalue"]).copy()
+    data = data[data["baseMean"] > 0]
+    data["log10_base_mean"] = np.log10(data["baseMean"])
+    data["direction"] = _direction(data, alpha)
+    counts = data["direction"].value_counts()
+    labelled = data[data["gene"].isin(set(label_genes))]
+    limit = robust_limit(data[y_col], labelled[y_col].tolist())
+    data["y"], clipped = clip_with_markers(data[y_col], limit)
+    fig, ax = plt.subplots(figsize=(7.5, 6.4), dpi=150)
+    _scatter_directions(ax, data, "log10_base_mean", "y", data[y_col], clipped, "y")
+    texts = _circle_and_label(ax, data, "log10_base_mean", "y", label_genes)
+    ax.axhline(0, color="grey", lw=0.6, ls=":")
+    ax.set_ylim(-limit * 1.02, limit * 1.02)
+    ax.set_xlabel("mean of normalised counts (log10)")
+    kind = "shrunken" if shrunk else "MLE"
+    ax.set_ylabel(f"log2 fold change, severe vs mild ({kind})")
+    ax.set_title(title, fontsize=10)
+    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "y")
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    _adjust(texts, ax)
+    return fig
+
+
+def ma_from_files(
+    results_path: str | Path,
+    panel_path: str | Path,
+    summary_path: str | Path,
+    alpha: float,
+    out_paths: Sequence[str | Path],
+) -> None:
+    """MA plot of ``severe_vs_mild.tsv`` with the same gene labels as the volcano."""
+    table = _load_de(results_path)
+    panel = pd.read_csv(panel_path, sep="\t")
+    summary = read_summary(summary_path)
+    n = int(table["pvalue"].notna().sum())
+    what = f"MA plot of {n} tested genes; circled: IL-6 core + significant panel"
+    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
+    save(ma_plot(table, panel_label_genes(panel, alpha), alpha, title), out_paths)
+    log.info("MA plot of %d genes written to %s", n, list(map(str, out_paths)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# p-value histogram
+# ----------------------------------------------------------------------------------------------------
+
+
+def storey_pi0(pvalues: np.ndarray, lam: float = 0.5) -> float:
+    """Storey's estimate of the fraction of true nulls: share of p > lambda, rescaled; capped at 1."""
+    p = pvalues[np.isfinite(pvalues)]
+    if p.size == 0:
+        return float("nan")
+    return float(min(1.0, np.mean(p > lam) / (1.0 - lam)))
+
+
+def pvalue_histogram(table: pd.DataFrame, title: str, bin_width: float = 0.05) -> plt.Figure:
+    """Histogram of raw Wald p-values of the tested genes, with the flat line expected if no gene changed.
+
+    A well-calibrated test gives a flat histogram plus a peak near 0 for real effects; a hump in the
+    middle or a rise towards 1 points to a misspecified model (e.g. a missing batch covariate, or
+    over-dispersion estimates gone wrong) and makes the padj values untrustworthy.
+    """
+    tested = table["tested"].astype(str).str.lower().isin(["true", "1"]) if "tested" in table else True
+    p = table.loc[tested, "pvalue"].to_numpy(dtype=float)
+    p = p[np.isfinite(p)]
+    n_bins = int(round(1.0 / bin_width))
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=150)
+    ax.hist(p, bins=edges, color="#7f8c8d", edgecolor="white", linewidth=0.6)
+    expected = p.size / n_bins
+    ax.axhline(expected, color="black", ls="--", lw=1.0)
+    ax.text(
+        0.99,
+        expected,
+        f"uniform expectation ({expected:.0f} genes per bin)",
+        transform=ax.get_yaxis_transform(),
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        path_effects=HALO,
     )
-    significant = panel["padj"] < alpha
-    label_genes = panel.loc[core | significant, "symbol"].tolist()
-    title = (
-        f"{summary['cohort']}: severe (n={n['severe']}) vs mild (n={n['mild']}), "
-        f"design {summary['design']}\ncircled: IL-6 receptor-JAK-STAT3 core and significant IL-6 panel genes"
+    pi0 = storey_pi0(p)
+    ax.text(
+        0.99,
+        0.97,
+        f"estimated share of unchanged genes (Storey π0, λ=0.5): {pi0:.2f}",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
     )
-    save(volcano(table, label_genes, alpha, title), out_paths)
-    log.info(
-        "volcano of %d tested genes written to %s",
-        int(table["pvalue"].notna().sum()),
-        list(map(str, out_paths)),
-    )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"raw p-value (Wald test), bins of {bin_width:g}")
+    ax.set_ylabel("genes per bin")
+    ax.set_title(title, fontsize=10)
+    sns.despine(ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def pvalue_histogram_from_files(
+    results_path: str | Path, summary_path: str | Path, out_paths: Sequence[str | Path]
+) -> None:
+    """p-value histogram of the tested genes of ``severe_vs_mild.tsv``."""
+    table = _load_de(results_path)
+    summary = read_summary(summary_path)
+    tested = table["pvalue"].notna()
+    if "tested" in table.columns:
+        tested &= table["tested"].astype(str).str.lower().isin(["true", "1"])
+    what = f"p-value distribution of {int(tested.sum())} tested genes"
+    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
+    save(pvalue_histogram(table, title), out_paths)
+    log.info("p-value histogram written to %s", list(map(str, out_paths)))
+
+
+def grid_shape(n_panels: int, max_cols: int = 4) -> tuple[int, int]:
+    """Rows and columns for ``n_panels`` small multiples, at most ``max_cols`` wide."""
+    n_cols = max(1, min(max_cols, n_panels))
+    return max(1, math.ceil(n_panels / n_cols)), n_cols

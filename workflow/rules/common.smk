@@ -3,7 +3,28 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+# A module imported twice (e.g. `use rule *` plus one `use rule ... with:`) is parsed twice with the same
+# config object: drop the report text attached below before validating again.
+config.pop("_report", None)
 validate(config, schema="../schemas/config.schema.yaml")
+
+# The config as the user gave it (validated, defaults filled), before the report text is attached below.
+USER_CONFIG = {key: value for key, value in config.items() if key != "_report"}
+
+# The report's front page (workflow/report/workflow.rst) can only read `config`: attach the headline
+# findings and provenance written by rule report_summary, when they exist.
+REPORT_HEADLINES = "results/report/headlines.rst"
+REPORT_PROVENANCE = "results/report/provenance.rst"
+config["_report"] = {
+    "headlines": (
+        Path(REPORT_HEADLINES).read_text()
+        if Path(REPORT_HEADLINES).exists()
+        else "*Headline findings appear here once the workflow has run.*"
+    ),
+    "provenance": (
+        Path(REPORT_PROVENANCE).read_text() if Path(REPORT_PROVENANCE).exists() else ""
+    ),
+}
 
 # Shipped resources are addressed from the workflow's own folder, so a workflow that imports this one as
 # a module (with another working directory and a prefix) still finds them.
@@ -12,6 +33,10 @@ PANEL_TSV = config["genesets"]["panel"] or str(RESOURCES / "genesets" / "il6_cor
 MARKERS_TSV = config["genesets"]["markers"] or str(
     RESOURCES / "genesets" / "severity_sanity_markers.tsv"
 )
+GENESET_FILES = [
+    *sorted(str(p) for p in (RESOURCES / "genesets").glob("*.tsv")),
+    *config["genesets"]["user_files"],
+]
 DOWNLOADS = "results/downloads"
 GENE_INFO_DOWNLOAD = f"{DOWNLOADS}/ncbi/Homo_sapiens.gene_info.gz"
 
@@ -25,6 +50,22 @@ wildcard_constraints:
 def enabled_cohorts():
     """Names of the cohorts to analyse, in config order."""
     return [name for name, spec in config["cohorts"].items() if spec["enabled"]]
+
+
+def enabled_singlecell_cohorts():
+    """Names of the single-cell cohorts to analyse, in config order."""
+    names = [n for n, spec in config["singlecell_cohorts"].items() if spec["enabled"]]
+    clash = sorted(set(names) & set(config["cohorts"]))
+    if clash:
+        raise ValueError(
+            f"cohort names {clash} are used for both bulk and single-cell cohorts; rename one"
+        )
+    return names
+
+
+def singlecell_spec(wildcards):
+    """The validated config block of one single-cell cohort."""
+    return config["singlecell_cohorts"][wildcards.cohort]
 
 
 def cohort_spec(wildcards):
@@ -128,11 +169,36 @@ def expected_sha256(path):
 
 def all_targets():
     cohorts = enabled_cohorts()
+    singlecell = expand(
+        "results/singlecell/{cohort}/cell_types_analysed.tsv",
+        cohort=enabled_singlecell_cohorts(),
+    )
+    if not cohorts:
+        return singlecell
     targets = [
         *expand("results/de/{cohort}/severe_vs_mild.tsv", cohort=cohorts),
         *expand("results/de/{cohort}/il6_panel.tsv", cohort=cohorts),
-        *expand("results/plots/{cohort}/volcano.png", cohort=cohorts),
+        *expand(
+            [
+                "results/plots/{cohort}/qc_library_sizes.png",
+                "results/plots/{cohort}/volcano.png",
+                "results/plots/{cohort}/panel_heatmap.png",
+                "results/plots/{cohort}/pathway_scores.png",
+            ],
+            cohort=cohorts,
+        ),
+        "results/plots/meta/forest_panel_genes.png",
+        REPORT_HEADLINES,
     ]
+    targets += expand(
+        [
+            "results/scores/{cohort}/score_models.tsv",
+            "results/qc/{cohort}/orientation.tsv",
+            "results/de/{cohort}/composition_sensitivity.tsv",
+        ],
+        cohort=cohorts,
+    )
+    targets += ["results/meta/panel_genes.tsv", "results/meta/pathway_scores.tsv"]
     if downloaded_files():
         targets.append(f"{DOWNLOADS}/manifest.tsv")
-    return targets
+    return targets + singlecell

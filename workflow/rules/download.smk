@@ -74,7 +74,12 @@ rule download_manifest:
     input:
         records=lambda wc: [record_path(f) for f in downloaded_files()],
     output:
-        f"{DOWNLOADS}/manifest.tsv",
+        report(
+            f"{DOWNLOADS}/manifest.tsv",
+            caption="../report/download_manifest.rst",
+            category="6. Provenance",
+            labels={"item": "downloaded files and sha256"},
+        ),
     log:
         "results/logs/download/manifest.log",
     localrule: True

@@ -1,0 +1,82 @@
+"""Benchmark: the plotting stage vs the rest of the run, for 4 cohorts. Run by hand:
+
+    .venv/bin/python bench/bench_plots.py --cohorts 4 --cores 2
+
+Runs the workflow on N copies of the demo cohort (same simulated files, N cohort entries, so every per-cohort
+rule runs N times and the meta-analysis pools N cohorts), then sums Snakemake's per-job benchmark files:
+wall seconds and the largest max_rss of the plotting rules against all other rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_with_copies(n: int) -> dict:
+    demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cohort = demo["cohorts"].pop("demo")
+    demo["cohorts"] = {f"demo{i + 1}": copy.deepcopy(cohort) for i in range(n)}
+    return demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cohorts", type=int, default=4)
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        configfile = Path(workdir) / "config.yaml"
+        configfile.write_text(yaml.safe_dump(config_with_copies(args.cohorts)))
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            workdir,
+            "--configfile",
+            str(configfile),
+            "--cores",
+            str(args.cores),
+            "--quiet",
+            "all",
+        ]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            sys.exit(proc.stderr[-3000:])
+        rows = []
+        for path in Path(workdir, "results", "benchmarks").glob("*/*.tsv"):
+            bench = pd.read_csv(path, sep="\t")
+            rows.append(
+                {
+                    "rule": path.parent.name,
+                    "s": float(bench["s"].iloc[0]),
+                    "max_rss": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0]),
+                }
+            )
+    jobs = pd.DataFrame(rows)
+    jobs["stage"] = jobs["rule"].map(lambda r: "plotting" if r.startswith("plot_") else "analysis")
+    summary = jobs.groupby("stage").agg(
+        jobs=("s", "size"), job_seconds=("s", "sum"), max_rss_mb=("max_rss", "max")
+    )
+    print(f"{args.cohorts} cohorts, {args.cores} cores: workflow wall {wall:.0f} s; benchmarked jobs:")
+    print(summary.round(1).to_string())
+    print(jobs.groupby("rule")["s"].sum().round(1).sort_values(ascending=False).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Orchestration of the per-cohort analyses: score effects for the meta-analysis, orientation stop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PROJECT_ROOT
+
+from il6axis.cohort_analysis import run_orientation, score_effects_table
+from il6axis.errors import InputError
+from il6axis.orientation import load_markers
+
+
+def _de_table(sign: float) -> pd.DataFrame:
+    markers = load_markers(PROJECT_ROOT / "resources/genesets/severity_sanity_markers.tsv")
+    orient = markers[markers["role"] == "orientation"]
+    expected = np.where(orient["expected_in_severe"] == "up", 1.0, -1.0)
+    return pd.DataFrame(
+        {
+            "gene": orient["symbol"].to_numpy(),
+            "baseMean": 500.0,
+            "log2FoldChange": sign * expected,
+            "lfcSE": 0.2,
+            "pvalue": 1e-6,
+            "padj": 1e-5,
+            "tested": True,
+            "not_tested_reason": "",
+        }
+    )
+
+
+def test_reversed_cohort_stops_with_the_fix(tmp_path):
+    markers = load_markers(PROJECT_ROOT / "resources/genesets/severity_sanity_markers.tsv")
+    paths = {"table_path": tmp_path / "o.tsv", "verdict_path": tmp_path / "o.json"}
+    with pytest.raises(InputError, match=r"GSEX: .*reversed.*severity\.severe / severity\.mild"):
+        run_orientation(_de_table(-1.0), markers, "whole_blood", 0.05, "GSEX", **paths)
+    assert not paths["table_path"].exists()
+    verdict = run_orientation(
+        _de_table(-1.0), markers, "whole_blood", 0.05, "GSEX", **paths, fail_on_reversed=False
+    )
+    assert (
+        verdict.status == "reversed" and json.loads(paths["verdict_path"].read_text())["status"] == "reversed"
+    )
+    assert (
+        run_orientation(_de_table(1.0), markers, "whole_blood", 0.05, "GSEX", **paths).status == "consistent"
+    )
+
+
+def test_score_effects_use_the_de_layout():
+    models = pd.DataFrame(
+        {
+            "set": ["a", "b"],
+            "method": ["mean_z", "score_genes"],
+            "effect": [0.5, np.nan],
+            "se": [0.1, np.nan],
+            "t": [5.0, np.nan],
+            "p": [1e-4, np.nan],
+            "padj": [2e-4, np.nan],
+            "note": [None, "fewer than 3 genes present"],
+        }
+    )
+    effects = score_effects_table(models)
+    assert effects["gene"].tolist() == ["a (mean_z)", "b (score_genes)"]
+    assert effects["tested"].tolist() == [True, False]
+    assert effects.loc[1, "not_tested_reason"] == "fewer than 3 genes present"
+    assert effects["scale"].tolist() == ["score_mean_z", "score_score_genes"]

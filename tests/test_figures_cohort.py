@@ -1,0 +1,390 @@
+"""Per-cohort report figures: each writes a real PNG + SVG, and the QC figures find what was planted.
+
+A small simulated cohort (il6axis.demo) stands in for a real one: counts with planted severity and sex
+effects, a recorded-sex label deliberately swapped on one sample, a log-count matrix standing in for
+the VST, a DE table drawn around the planted truth, and the real panel / marker resources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from il6axis import figures_cohort as fc
+from il6axis import plots
+from il6axis.de import benjamini_hochberg
+from il6axis.demo import DemoSpec, simulate
+from il6axis.expression import normalised_counts, panel_expression, size_factors
+from il6axis.scores import mean_z_scores, score_model
+
+SWAPPED = "DEMO003"  # recorded sex flipped on this sample: the sex check must flag it
+
+
+def _png_ok(path) -> None:
+    with Image.open(path) as img:
+        assert img.width > 400 and img.height > 400, img.size
+        pixels = np.asarray(img.convert("L"), dtype=float)
+    assert pixels.std() > 10, "image is (nearly) blank"
+
+
+def _svg_ok(path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "<svg" in text and len(text) > 5000
+
+
+def _figure_text(fig) -> str:
+    """All text drawn in a figure (titles, labels, annotations, legends, tick labels)."""
+    return "\n".join(t.get_text() for t in fig.findobj(match=lambda a: hasattr(a, "get_text")))
+
+
+@pytest.fixture(scope="module")
+def resources(project_root):
+    panel = pd.read_csv(project_root / "resources/genesets/il6_core.tsv", sep="\t")
+    markers = pd.read_csv(project_root / "resources/genesets/severity_sanity_markers.tsv", sep="\t")
+    return panel, markers
+
+
+@pytest.fixture(scope="module")
+def cohort(resources):
+    """Cohort AnnData (all samples, raw counts) with one recorded sex swapped."""
+    panel, markers = resources
+    named = [*panel["symbol"], *markers["symbol"]]
+    demo = simulate(named, DemoSpec(n_genes=400, n_severe=8, n_mild=7, n_healthy=3, seed=7))
+    samples = demo.samples.set_index("sample_id", drop=False)
+    severity = samples["group"].map({"severe": "severe", "mild": "mild", "healthy": "excluded"})
+    sex = samples["sex"].copy()
+    sex[SWAPPED] = "female" if sex[SWAPPED] == "male" else "male"
+    obs = pd.DataFrame(
+        {
+            "sample_id": samples["sample_id"],
+            "severity": pd.Categorical(severity, categories=["mild", "severe", "excluded"]),
+            "age": samples["age"].astype(float),
+            "sex": pd.Categorical(sex, categories=["female", "male", "unknown"]),
+        },
+        index=samples.index,
+    )
+    adata = ad.AnnData(X=demo.counts.T.to_numpy(), obs=obs, var=pd.DataFrame(index=demo.counts.index))
+    adata.uns.update({"cohort": "testcoh", "covariates": ["age", "sex"], "tissue": "whole_blood"})
+    return adata, demo.truth.set_index("gene")
+
+
+@pytest.fixture(scope="module")
+def expression(cohort):
+    """Contrast samples with 'normalised' and a log2 stand-in for the 'vst' layer (needs only a log scale)."""
+    adata, _ = cohort
+    sub = adata[adata.obs["severity"].isin(["mild", "severe"])].copy()
+    counts = pd.DataFrame(sub.X, index=sub.obs_names, columns=sub.var_names)
+    sf = size_factors(counts)
+    norm = normalised_counts(counts, sf)
+    sub.layers["normalised"] = norm.to_numpy()
+    sub.layers["vst"] = np.log2(norm.to_numpy() + 1.0)
+    sub.obs["size_factor"] = sf
+    return sub, counts, sf
+
+
+@pytest.fixture(scope="module")
+def de_files(cohort, resources, tmp_path_factory):
+    """severe_vs_mild.tsv / il6_panel.tsv / summary.json drawn around the planted log2 fold changes."""
+    adata, truth = cohort
+    panel, _ = resources
+    rng = np.random.default_rng(3)
+    se = np.full(len(truth), 0.25)
+    lfc = truth["true_log2FoldChange"].to_numpy() + rng.normal(0, 0.25, len(truth))
+    z = lfc / se
+    p = 2 * stats.norm.sf(np.abs(z))
+    table = pd.DataFrame(
+        {
+            "gene": truth.index,
+            "baseMean": truth["base_mean"].to_numpy(),
+            "log2FoldChange": lfc,
+            "lfcSE": se,
+            "ci_low": lfc - 1.96 * se,
+            "ci_high": lfc + 1.96 * se,
+            "stat": z,
+            "pvalue": p,
+            "padj": benjamini_hochberg(pd.Series(p)).to_numpy(),
+            "tested": True,
+            "not_tested_reason": "",
+        }
+    )
+    low = table["baseMean"] < 5  # IL6, CRP, ... : filtered like the real low-count filter
+    table.loc[low, ["log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]] = np.nan
+    table.loc[low, "tested"] = False
+    table.loc[low, "not_tested_reason"] = "below expression filter"
+    panel_de = panel[["symbol", "tier", "role"]].merge(table, left_on="symbol", right_on="gene", how="left")
+    panel_de["present"] = panel_de["symbol"].isin(set(adata.var_names))
+    panel_de["padj_panel"] = benjamini_hochberg(panel_de["pvalue"])
+    out = tmp_path_factory.mktemp("de")
+    table.to_csv(out / "severe_vs_mild.tsv", sep="\t", index=False)
+    panel_de.drop(columns="gene").to_csv(out / "il6_panel.tsv", sep="\t", index=False)
+    n = adata.obs["severity"].value_counts()
+    summary = {
+        "cohort": "testcoh",
+        "design": "~ age + sex + severity",
+        "n_per_group": {"mild": int(n["mild"]), "severe": int(n["severe"])},
+        "alpha": 0.05,
+        "tissue": "whole_blood",
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# QC
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_library_sizes_writes_png_and_svg(cohort, tmp_path):
+    adata, _ = cohort
+    path = tmp_path / "cohort.h5ad"
+    adata.write_h5ad(path)
+    fc.library_sizes_from_files(path, [tmp_path / "lib.png", tmp_path / "lib.svg"])
+    _png_ok(tmp_path / "lib.png")
+    _svg_ok(tmp_path / "lib.svg")
+    table = fc.library_table(adata)
+    assert table.loc[adata.obs_names[0], "total_millions"] == pytest.approx(adata.X[0].sum() / 1e6)
+
+
+def test_library_sizes_labels_a_shallow_sample(cohort):
+    adata, _ = cohort
+    shallow = adata.copy()
+    shallow.X[4] = shallow.X[4] // 20  # ~5% of the median library: must be labelled
+    fig = fc.library_sizes(shallow)
+    assert shallow.obs_names[4] in _figure_text(fig)
+    assert adata.obs_names[5] not in _figure_text(fc.library_sizes(adata))
+
+
+def test_sex_check_without_recorded_sex_makes_no_discordance_call(cohort, resources):
+    adata, _ = cohort
+    _, markers = resources
+    sub = adata.copy()
+    del sub.obs["sex"]
+    sub.uns["covariates"] = ["age"]
+    table, info = fc.sex_check_table(sub, markers)
+    assert info["sex_column"] is None and not table["discordant"].any()
+    assert set(table["inferred"]) <= {"female", "male"}
+    assert "no recorded sex in the metadata" in _figure_text(fc.sex_check(sub, markers))
+
+
+def test_sex_check_flags_the_planted_swap(cohort, resources, tmp_path):
+    adata, _ = cohort
+    _, markers = resources
+    table, info = fc.sex_check_table(adata, markers)
+    assert info["sex_column"] == "sex"
+    assert list(table.index[table["discordant"]]) == [SWAPPED]
+    # Every other sample's expression call matches its (true) recorded sex.
+    others = table.drop(index=SWAPPED)
+    assert (others["inferred"] == others["recorded"]).all()
+    fig = fc.sex_check(adata, markers)
+    assert SWAPPED in _figure_text(fig)
+    path = tmp_path / "cohort.h5ad"
+    adata.write_h5ad(path)
+    markers_path = tmp_path / "markers.tsv"
+    markers.to_csv(markers_path, sep="\t", index=False)
+    fc.sex_check_from_files(path, markers_path, [tmp_path / "sex.png", tmp_path / "sex.svg"])
+    _png_ok(tmp_path / "sex.png")
+    _svg_ok(tmp_path / "sex.svg")
+
+
+@pytest.mark.parametrize(
+    ("dropped", "expected"),
+    [(["XIST", "RPS4Y1"], "XIST and RPS4Y1 absent"), (["RPS4Y1"], "RPS4Y1 absent")],
+)
+def test_sex_check_without_marker_genes_says_why(cohort, resources, tmp_path, dropped, expected):
+    adata, _ = cohort
+    _, markers = resources
+    sub = adata[:, ~adata.var_names.isin(dropped)].copy()
+    table, _ = fc.sex_check_table(sub, markers)
+    assert not table["discordant"].any()  # no call without both markers
+    fig = fc.sex_check(sub, markers)
+    assert expected in _figure_text(fig)
+    fig.savefig(tmp_path / "sex.png", dpi=150)
+    _png_ok(tmp_path / "sex.png")
+
+
+def test_recorded_sex_falls_back_to_geo_characteristics():
+    obs = pd.DataFrame(
+        {"title": ["a", "b", "c"], "characteristics_ch1.1": ["gender: M", "gender: F", "gender: unknown"]}
+    )
+    sex, column = fc.recorded_sex(obs, covariates=[])
+    assert column == "characteristics_ch1.1"
+    assert sex.tolist() == ["male", "female", "unknown"]
+    assert fc.recorded_sex(pd.DataFrame({"x": [1, 2]}))[0] is None
+
+
+def test_infer_sex_calls_and_ambiguity():
+    female = pd.Series([7.0, 0.2, 0.1, 6.0])
+    male = pd.Series([0.0, 8.0, 0.3, 6.5])
+    assert fc.infer_sex(female, male).tolist() == ["female", "male", "ambiguous", "ambiguous"]
+
+
+def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
+    rng = np.random.default_rng(0)
+    n, genes = 20, 800
+    groups = np.array(["mild"] * 10 + ["severe"] * 10)
+    x = rng.normal(0, 0.3, (n, genes))
+    x[groups == "severe", :100] += 3.0  # a strong planted group effect on 100 genes
+    vst = pd.DataFrame(x, index=[f"S{i:02d}" for i in range(n)], columns=[f"G{j}" for j in range(genes)])
+    coords, ratio = fc.pca_vst(vst, n_top=500)
+    assert ratio.sum() == pytest.approx(1.0)
+    assert abs(np.corrcoef(coords["PC1"], groups == "severe")[0, 1]) > 0.95
+    obs = pd.DataFrame({"severity": pd.Categorical(groups), "sex": ["female", "male"] * 10}, index=vst.index)
+    adata = ad.AnnData(X=np.zeros((n, genes)), obs=obs, var=pd.DataFrame(index=vst.columns))
+    adata.layers["vst"] = vst.to_numpy()
+    adata.uns.update({"cohort": "pcacoh", "covariates": ["sex"]})
+    fig = fc.pca_plot(adata)
+    ax = fig.axes[0]
+    shares = [
+        float(re.search(r"\(([\d.]+)% variance\)", lab).group(1))
+        for lab in (ax.get_xlabel(), ax.get_ylabel())
+    ]
+    assert shares[0] >= shares[1] and sum(shares) <= 100
+    assert shares[0] == pytest.approx(100 * ratio[0], abs=0.05)
+    path = tmp_path / "expr.h5ad"
+    adata.write_h5ad(path)
+    fc.pca_from_files(path, [tmp_path / "pca.png", tmp_path / "pca.svg"])
+    _png_ok(tmp_path / "pca.png")
+    _svg_ok(tmp_path / "pca.svg")
+
+
+# ---------------------------------------------------------------------------------------------------
+# DE
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_de_figures_write_png_and_svg(de_files, tmp_path):
+    args = (de_files / "severe_vs_mild.tsv", de_files / "il6_panel.tsv", de_files / "summary.json", 0.05)
+    plots.volcano_from_files(*args, [tmp_path / "volcano.png", tmp_path / "volcano.svg"])
+    plots.ma_from_files(*args, [tmp_path / "ma.png", tmp_path / "ma.svg"])
+    plots.pvalue_histogram_from_files(
+        de_files / "severe_vs_mild.tsv", de_files / "summary.json", [tmp_path / "p.png", tmp_path / "p.svg"]
+    )
+    for name in ("volcano", "ma", "p"):
+        _png_ok(tmp_path / f"{name}.png")
+        _svg_ok(tmp_path / f"{name}.svg")
+
+
+def test_pvalue_histogram_counts_tested_genes_and_expectation():
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.uniform(size=900), rng.uniform(0, 0.01, size=100)])
+    table = pd.DataFrame({"pvalue": np.append(p, np.nan), "tested": [True] * 1000 + [False]})
+    fig = plots.pvalue_histogram(table, "t")
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert len(heights) == 20 and sum(heights) == 1000
+    assert heights[0] > 100  # the planted signal piles up in the first bin
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(1000 / 20)
+    assert plots.storey_pi0(p) == pytest.approx(0.9, abs=0.06)
+
+
+def test_volcano_clips_extreme_fold_changes_to_the_edge():
+    lfc = np.r_[np.linspace(-2, 2, 2000), 25.0]
+    table = pd.DataFrame({"gene": [f"G{i}" for i in range(2001)], "log2FoldChange": lfc})
+    table["pvalue"] = 0.5
+    table["padj"] = 0.9
+    fig = plots.volcano(table, [], 0.05, "t")
+    low, high = fig.axes[0].get_xlim()
+    assert high < 5 and "drawn at the edge (n=1)" in _figure_text(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# IL-6 panel and pathway scores
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_panel_figures_write_png_and_svg(expression, de_files, tmp_path):
+    sub, counts, sf = expression
+    path = tmp_path / "expr.h5ad"
+    sub.write_h5ad(path)
+    panel_de = pd.read_csv(de_files / "il6_panel.tsv", sep="\t")
+    fc.panel_heatmap_from_files(
+        path,
+        de_files / "il6_panel.tsv",
+        de_files / "summary.json",
+        0.05,
+        [tmp_path / "h.png", tmp_path / "h.svg"],
+    )
+    genes = ["IL6", "IL6R", "SOCS3", "NOTAGENE"]
+    fc.panel_genes_from_files(
+        path,
+        de_files / "il6_panel.tsv",
+        de_files / "summary.json",
+        [tmp_path / "g.png", tmp_path / "g.svg"],
+        genes,
+    )
+    vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
+    expr = panel_de[["symbol", "tier", "role"]].merge(
+        panel_expression(counts, sub.obs, sf, vst, [*panel_de["symbol"], "NOTAGENE"]),
+        left_on="symbol",
+        right_on="gene",
+        how="right",
+    )
+    expr["symbol"] = expr["gene"]
+    expr.to_csv(tmp_path / "panel_expression.tsv", sep="\t", index=False)
+    fc.panel_detection_from_files(
+        tmp_path / "panel_expression.tsv",
+        de_files / "summary.json",
+        [tmp_path / "d.png", tmp_path / "d.svg"],
+        genes=["IL6", "IL6R", "NOTAGENE"],
+    )
+    for name in ("h", "g", "d"):
+        _png_ok(tmp_path / f"{name}.png")
+        _svg_ok(tmp_path / f"{name}.svg")
+    # The absent gene keeps its slot, labelled, in the detection and per-gene figures.
+    fig = fc.panel_detection(expr, ["IL6", "NOTAGENE"], "t")
+    assert "absent from\nthe matrix" in _figure_text(fig)
+    fig = fc.panel_gene_boxes(sub, panel_de, ["NOTAGENE"], "t")
+    assert "absent from the\ncount matrix" in _figure_text(fig)
+
+
+def test_de_annotation_reports_estimate_or_reason(de_files):
+    panel_de = pd.read_csv(de_files / "il6_panel.tsv", sep="\t").set_index("symbol")
+    socs3 = panel_de.loc["SOCS3"]
+    text = fc.de_annotation(socs3)
+    assert text.startswith(f"log2FC {socs3['log2FoldChange']:.2f} [{socs3['ci_low']:.2f}, ")
+    assert "panel q" in text
+    assert fc.de_annotation(panel_de.loc["IL6"]) == "not tested:\nbelow expression filter"
+    assert plots.format_estimate(-0.001) == "0.00"
+
+
+def test_pathway_scores_figure_annotates_the_model(expression, de_files, tmp_path):
+    sub, _, _ = expression
+    vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
+    sets = {"planted_up": ["SOCS3", "CEBPD", "IL1R2", "ARG1"], "null_set": ["IL6ST", "JAK1", "TYK2", "STAT1"]}
+    scores, _ = mean_z_scores(vst, sets)
+    models = score_model(scores, sub.obs, ["age"])
+    models["method"] = "mean_z"
+    long = scores.rename_axis("sample_id").reset_index().melt("sample_id", var_name="set", value_name="score")
+    long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
+    long["method"] = "mean_z"
+    long.to_csv(tmp_path / "scores.tsv", sep="\t", index=False)
+    models.to_csv(tmp_path / "models.tsv", sep="\t", index=False)
+    fc.pathway_scores_from_files(
+        tmp_path / "scores.tsv",
+        tmp_path / "models.tsv",
+        de_files / "summary.json",
+        [tmp_path / "s.png", tmp_path / "s.svg"],
+    )
+    _png_ok(tmp_path / "s.png")
+    _svg_ok(tmp_path / "s.svg")
+    row = models.set_index("set").loc["planted_up"]
+    assert row["effect"] > 0 and row["padj"] < 0.05  # the planted up-regulated set is found
+    fig = fc.pathway_score_boxes(long, models, "t")
+    assert f"Δ {row['effect']:.2f} [" in _figure_text(fig)
+
+
+def test_reruns_write_byte_identical_svg_and_png(de_files, tmp_path):
+    args = (de_files / "severe_vs_mild.tsv", de_files / "il6_panel.tsv", de_files / "summary.json", 0.05)
+    digests = []
+    for run in ("a", "b"):
+        outs = [tmp_path / f"{run}.svg", tmp_path / f"{run}.png"]
+        plots.volcano_from_files(*args, outs)
+        digests.append([p.read_bytes() for p in outs])
+    assert digests[0] == digests[1]

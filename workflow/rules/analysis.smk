@@ -1,0 +1,82 @@
+rule expression_scores:
+    input:
+        h5ad="results/cohorts/{cohort}.h5ad",
+        de="results/de/{cohort}/severe_vs_mild.tsv",
+        panel=PANEL_TSV,
+        markers=MARKERS_TSV,
+        hallmark=str(
+            RESOURCES / "genesets" / "hallmark_il6_jak_stat3.msigdb_v7.5.1.tsv"
+        ),
+        genesets=GENESET_FILES,
+    output:
+        h5ad="results/expression/{cohort}.h5ad",
+        panel="results/expression/{cohort}/panel_expression.tsv",
+        scores="results/scores/{cohort}/pathway_scores.tsv",
+        coverage="results/scores/{cohort}/coverage.tsv",
+        models="results/scores/{cohort}/score_models.tsv",
+        effects="results/scores/{cohort}/score_effects.tsv",
+        gsea="results/scores/{cohort}/gsea.tsv",
+    log:
+        "results/logs/expression_scores/{cohort}.log",
+    benchmark:
+        "results/benchmarks/expression_scores/{cohort}.tsv"
+    conda:
+        "../../envs/deseq2.yaml"
+    threads: config["scores"]["threads"]
+    resources:
+        mem_mb=lambda wc, input, attempt: (2000 + 100 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        # Built-in sets are read from the shipped resources folder (where the hallmark file sits).
+        resources_dir=lambda wc, input: str(Path(input.hallmark).parents[1]),
+        user_files=config["genesets"]["user_files"],
+        settings=config["scores"],
+        alpha=config["de"]["alpha"],
+    script:
+        "../scripts/expression_scores.py"
+
+
+rule orientation_check:
+    input:
+        de="results/de/{cohort}/severe_vs_mild.tsv",
+        summary="results/de/{cohort}/summary.json",
+        markers=MARKERS_TSV,
+    output:
+        table="results/qc/{cohort}/orientation.tsv",
+        verdict="results/qc/{cohort}/orientation.json",
+    log:
+        "results/logs/orientation_check/{cohort}.log",
+    localrule: True
+    conda:
+        "../../envs/deseq2.yaml"
+    params:
+        alpha=config["de"]["alpha"],
+        fail_on_reversed=config["qc"]["fail_on_reversed"],
+    script:
+        "../scripts/orientation_check.py"
+
+
+rule composition_sensitivity:
+    input:
+        h5ad="results/expression/{cohort}.h5ad",
+        de="results/de/{cohort}/severe_vs_mild.tsv",
+    output:
+        adjusted="results/de/{cohort}/severe_vs_mild.neutrophil_adjusted.tsv",
+        comparison="results/de/{cohort}/composition_sensitivity.tsv",
+        status="results/de/{cohort}/composition_sensitivity.json",
+    log:
+        "results/logs/composition_sensitivity/{cohort}.log",
+    benchmark:
+        "results/benchmarks/composition_sensitivity/{cohort}.tsv"
+    conda:
+        "../../envs/deseq2.yaml"
+    threads: config["de"]["threads"]
+    resources:
+        mem_mb=lambda wc, input, attempt: (2000 + 100 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        alpha=config["de"]["alpha"],
+        min_count=config["de"]["min_count"],
+        cooks_refit=config["de"]["cooks_refit"],
+    script:
+        "../scripts/composition_sensitivity.py"

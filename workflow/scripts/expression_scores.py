@@ -1,0 +1,51 @@
+"""Normalised / VST expression, the IL-6 panel by group, pathway scores and their tests for one cohort."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import anndata as ad  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from il6axis.cohort_analysis import ScoreSettings, expression_and_scores, write_tsv  # noqa: E402
+from il6axis.genesets import load_gene_sets  # noqa: E402
+from il6axis.runlog import logged  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with logged(smk.log[0]):
+    cfg = smk.params.settings
+    settings = ScoreSettings(
+        vst_nsub=cfg["vst_nsub"],
+        min_genes=cfg["min_genes"],
+        ctrl_size=cfg["ctrl_size"],
+        n_bins=cfg["n_bins"],
+        random_state=cfg["random_state"],
+        permutations=cfg["permutations"],
+        seed=cfg["seed"],
+        min_size=cfg["min_size"],
+        max_size=cfg["max_size"],
+        alpha=smk.params.alpha,
+        n_cpus=smk.threads,
+    )
+    gene_sets = load_gene_sets(
+        Path(smk.params.resources_dir),
+        list(smk.params.user_files),
+        panel_path=smk.input.panel,
+        markers_path=smk.input.markers,
+    )
+    result = expression_and_scores(
+        adata=ad.read_h5ad(smk.input.h5ad),
+        de_table=pd.read_csv(smk.input.de, sep="\t"),
+        gene_sets={name: gs.genes for name, gs in gene_sets.items()},
+        panel=pd.read_csv(smk.input.panel, sep="\t"),
+        settings=settings,
+    )
+    result.adata.write_h5ad(smk.output.h5ad, compression="gzip")
+    write_tsv(result.panel_expression, smk.output.panel)
+    write_tsv(result.scores_long, smk.output.scores)
+    write_tsv(result.coverage, smk.output.coverage)
+    write_tsv(result.models, smk.output.models)
+    write_tsv(result.score_effects, smk.output.effects)
+    write_tsv(result.gsea, smk.output.gsea)

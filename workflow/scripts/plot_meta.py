@@ -1,0 +1,40 @@
+"""Across-cohort figures: forest plots (panel genes, pathway scores), log2FC heatmap, orientation summary."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from il6axis import figures_meta as fm  # noqa: E402
+from il6axis.runlog import logged  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with logged(smk.log[0]):
+    cohorts = list(smk.params.cohorts)
+    fm.forest_genes_from_files(
+        smk.input.meta_genes,
+        smk.input.forest_genes,
+        [smk.output.forest_genes_png, smk.output.forest_genes_svg],
+        cohorts=cohorts,
+    )
+    fm.forest_scores_from_files(
+        smk.input.meta_scores,
+        smk.input.forest_scores,
+        [smk.output.forest_scores_png, smk.output.forest_scores_svg],
+        cohorts=cohorts,
+    )
+    fm.lfc_heatmap_from_files(
+        list(smk.input.panels),
+        cohorts,
+        smk.params.alpha,
+        [smk.output.lfc_heatmap_png, smk.output.lfc_heatmap_svg],
+        tissues=fm.tissues_from_verdicts(list(smk.input.orientation), cohorts),
+    )
+    fm.orientation_summary_from_files(
+        list(smk.input.orientation_tables),
+        list(smk.input.orientation),
+        cohorts,
+        smk.params.alpha,
+        [smk.output.orientation_png, smk.output.orientation_svg],
+    )

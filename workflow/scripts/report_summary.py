@@ -1,0 +1,41 @@
+"""Front-page text of the report (headline findings, provenance), software versions and the config used."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from il6axis.report_text import write_report_summary  # noqa: E402
+from il6axis.runlog import logged  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+
+def optional_input(name):
+    """Files of an optional named input (absent or empty list -> []); a single file becomes [file]."""
+    if name not in smk.input.keys():
+        return []
+    value = getattr(smk.input, name)
+    return [value] if isinstance(value, str) else list(value)
+
+
+with logged(smk.log[0]):
+    write_report_summary(
+        cohorts=list(smk.params.cohorts),
+        meta_genes_path=smk.input.meta_genes,
+        meta_scores_path=smk.input.meta_scores,
+        summary_paths=list(smk.input.summaries),
+        orientation_paths=list(smk.input.orientation),
+        composition_paths=list(smk.input.composition),
+        manifest_paths=optional_input("manifest"),
+        alpha=smk.params.alpha,
+        config=smk.params.config,
+        headlines_path=smk.output.headlines,
+        provenance_path=smk.output.provenance,
+        versions_path=smk.output.versions,
+        config_path=smk.output.config,
+        panel_paths=optional_input("panels"),
+        composition_table_paths=optional_input("composition_tables"),
+        forest_genes_path=(optional_input("forest_genes") or [None])[0],
+        forest_scores_path=(optional_input("forest_scores") or [None])[0],
+    )

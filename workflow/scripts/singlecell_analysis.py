@@ -1,0 +1,39 @@
+"""Per cell type: pydeseq2 severe vs mild on donor pseudobulk, panel and pathway tables, figures."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from il6axis.de import DeSettings  # noqa: E402
+from il6axis.genesets import load_gene_sets  # noqa: E402
+from il6axis.runlog import logged  # noqa: E402
+from il6axis.singlecell import analyse_celltypes  # noqa: E402
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with logged(smk.log[0]):
+    gene_sets = load_gene_sets(
+        Path(smk.params.resources_dir),
+        list(smk.params.user_files),
+        panel_path=smk.input.panel,
+        markers_path=smk.input.markers,
+    )
+    settings = DeSettings(
+        alpha=smk.params.alpha,
+        min_count=smk.params.min_count,
+        lfc_shrink=False,
+        refit_cooks=smk.params.cooks_refit,
+        n_cpus=smk.threads,
+    )
+    # Writes de/, pathway tables and cell_types_analysed.tsv under outdir, figures under plots_dir.
+    analyse_celltypes(
+        name=smk.wildcards.cohort,
+        outdir=smk.params.outdir,
+        panel=pd.read_csv(smk.input.panel, sep="\t"),
+        gene_sets={name: list(gs.genes) for name, gs in gene_sets.items()},
+        de_settings=settings,
+        plots_dir=smk.output.plots,
+    )
