@@ -3,8 +3,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-# A module imported twice (e.g. `use rule *` plus one `use rule ... with:`) is parsed twice with the same
-# config object: drop the report text attached below before validating again.
+# A module imported twice (all its steps, then one of them again with overrides) is parsed twice with
+# the same config object: drop the report text attached below before validating again.
 config.pop("_report", None)
 validate(config, schema="../schemas/config.schema.yaml")
 

@@ -8,9 +8,16 @@ rule deseq2:
         summary="results/de/{cohort}/summary.json",
     log:
         "results/logs/deseq2/{cohort}.log",
+    benchmark:
+        "results/benchmarks/deseq2/{cohort}.tsv"
     conda:
         "../../envs/deseq2.yaml"
     threads: config["de"]["threads"]
+    resources:
+        # The gzip-compressed h5ad is ~5-10x smaller than the dense matrix; pydeseq2 keeps ~12-35 float64
+        # copies of it (bench/bench_de.py), hence the factor.
+        mem_mb=lambda wc, input, attempt: (2000 + 200 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     params:
         covariates=lambda wc: list(config["cohorts"][wc.cohort]["covariates"]),
         alpha=config["de"]["alpha"],
