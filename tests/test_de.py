@@ -111,3 +111,26 @@ def test_panel_table_reports_absent_and_detection(fitted, small_cohort):
     assert not table.loc["NOTAGENE", "present"]
     assert 0 <= table.loc["IL6", "detection_mild"] <= 1 and table.loc["SOCS3", "detection_severe"] == 1
     assert table.loc["SOCS3", "padj_panel"] == pytest.approx(table.loc["SOCS3", "pvalue"])  # only test
+
+
+def test_settings_from_rule_params():
+    from types import SimpleNamespace
+
+    from il6axis.de import settings_from_params
+
+    params = SimpleNamespace(alpha=0.1, min_count=5, lfc_shrink=True, cooks_refit=False)
+    settings = settings_from_params(params, 3)
+    assert (
+        settings.alpha,
+        settings.min_count,
+        settings.lfc_shrink,
+        settings.refit_cooks,
+        settings.n_cpus,
+    ) == (
+        0.1,
+        5,
+        True,
+        False,
+        3,
+    )
+    assert not settings_from_params(params, 1, lfc_shrink=False).lfc_shrink

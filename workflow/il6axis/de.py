@@ -43,6 +43,20 @@ class DeSettings:
     extra_covariates: Sequence[str] = field(default_factory=tuple)
 
 
+def settings_from_params(params, threads: int, lfc_shrink: bool | None = None) -> DeSettings:
+    """DeSettings from a rule's declared params (alpha, min_count, cooks_refit[, lfc_shrink]) and threads.
+
+    ``lfc_shrink`` overrides the param: sensitivity refits and pseudobulk runs report MLEs only.
+    """
+    return DeSettings(
+        alpha=params.alpha,
+        min_count=params.min_count,
+        lfc_shrink=params.lfc_shrink if lfc_shrink is None else lfc_shrink,
+        refit_cooks=params.cooks_refit,
+        n_cpus=threads,
+    )
+
+
 @dataclass
 class DeResult:
     table: pd.DataFrame  # one row per gene of the cohort (tested or not)

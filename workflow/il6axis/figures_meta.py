@@ -28,6 +28,7 @@ from matplotlib.patches import Patch, Polygon, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from il6axis.errors import InputError  # noqa: E402
+from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 from il6axis.style import DIVERGING_CMAP, save  # noqa: E402
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger("il6axis.figures_meta")
 
-# The receptor-kinase-STAT3-feedback chain the report is about; always shown, in signalling order.
-CORE_GENES = ("IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3")
 TIER_ORDER = ("core", "family", "STAT3-target", "acute-phase", "control")
 # Material colours (forest markers, heatmap row labels). Deliberately not red/blue, which mean severe/mild
 # or up/down elsewhere in the report.

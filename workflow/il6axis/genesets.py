@@ -18,6 +18,10 @@ import pandas as pd
 
 from il6axis.errors import InputError
 
+# The receptor-kinase-STAT3-feedback chain the project is about, in signalling order: always labelled and
+# shown in figures and headlines, whatever its p-value.
+CORE_SIGNALLING: tuple[str, ...] = ("IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3")
+
 __all__ = [
     "BUILTIN_SETS",
     "BuiltinSpec",

@@ -26,14 +26,13 @@ import seaborn as sns  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
 from il6axis.errors import InputError  # noqa: E402
+from il6axis.genesets import CORE_SIGNALLING  # noqa: E402
 from il6axis.groups import MILD, SEVERE  # noqa: E402
 from il6axis.style import DIRECTION_PALETTE, save  # noqa: E402
 
 log = logging.getLogger("il6axis.plots")
 
 
-# The receptor-kinase-STAT3-feedback chain the project is about; always labelled, whatever its p-value.
-CORE_SIGNALLING = ["IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3"]
 DIRECTION_ORDER = ["not significant", "down in severe", "up in severe"]
 # Labels drawn over dense point clouds stay readable with a white outline.
 HALO = [pe.withStroke(linewidth=2.2, foreground="white")]

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from il6axis.errors import InputError
+from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 
 __all__ = [
     "CORE_GENES",
@@ -36,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger("il6axis.report_text")
 
-CORE_GENES = ("IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3")
 SOFTWARE_PACKAGES = (
     "snakemake",
     "pydeseq2",

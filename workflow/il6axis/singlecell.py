@@ -38,6 +38,7 @@ import seaborn as sns  # noqa: E402
 from il6axis.cohort import define_contrast, to_anndata  # noqa: E402
 from il6axis.de import DeSettings, contrast_design_frame, run_and_write  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
+from il6axis.genesets import CORE_SIGNALLING
 from il6axis.groups import EXCLUDED, MILD, SEVERE  # noqa: E402
 
 log = logging.getLogger("il6axis.singlecell")
@@ -1060,7 +1061,7 @@ def analyse_celltypes(
     panel: pd.DataFrame,
     gene_sets: Mapping[str, Sequence[str]],
     de_settings: DeSettings,
-    label_genes: Sequence[str] = ("IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3"),
+    label_genes: Sequence[str] = CORE_SIGNALLING,
     plots_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """DE, panel and pathway tables and figures for every cell type written by :func:`write_pseudobulk`.

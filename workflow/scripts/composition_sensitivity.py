@@ -9,19 +9,13 @@ import anndata as ad  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from il6axis.cohort_analysis import run_composition  # noqa: E402
-from il6axis.de import DeSettings  # noqa: E402
+from il6axis.de import settings_from_params  # noqa: E402
 from il6axis.runlog import logged  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with logged(smk.log[0]):
-    settings = DeSettings(
-        alpha=smk.params.alpha,
-        min_count=smk.params.min_count,
-        lfc_shrink=False,
-        refit_cooks=smk.params.cooks_refit,
-        n_cpus=smk.threads,
-    )
+    settings = settings_from_params(smk.params, smk.threads, lfc_shrink=False)
     run_composition(
         analysis=ad.read_h5ad(smk.input.h5ad),
         primary=pd.read_csv(smk.input.de, sep="\t"),

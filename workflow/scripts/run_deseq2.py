@@ -8,19 +8,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anndata as ad  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from il6axis.de import DeSettings, run_and_write  # noqa: E402
+from il6axis.de import run_and_write, settings_from_params  # noqa: E402
 from il6axis.runlog import logged  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with logged(smk.log[0]):
-    settings = DeSettings(
-        alpha=smk.params.alpha,
-        min_count=smk.params.min_count,
-        lfc_shrink=smk.params.lfc_shrink,
-        refit_cooks=smk.params.cooks_refit,
-        n_cpus=smk.threads,
-    )
+    settings = settings_from_params(smk.params, smk.threads)
     run_and_write(
         adata=ad.read_h5ad(smk.input.h5ad),
         panel=pd.read_csv(smk.input.panel, sep="\t"),

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from il6axis.de import DeSettings  # noqa: E402
+from il6axis.de import settings_from_params  # noqa: E402
 from il6axis.genesets import load_gene_sets  # noqa: E402
 from il6axis.runlog import logged  # noqa: E402
 from il6axis.singlecell import analyse_celltypes  # noqa: E402
@@ -21,13 +21,7 @@ with logged(smk.log[0]):
         panel_path=smk.input.panel,
         markers_path=smk.input.markers,
     )
-    settings = DeSettings(
-        alpha=smk.params.alpha,
-        min_count=smk.params.min_count,
-        lfc_shrink=False,
-        refit_cooks=smk.params.cooks_refit,
-        n_cpus=smk.threads,
-    )
+    settings = settings_from_params(smk.params, smk.threads, lfc_shrink=False)
     # Writes de/, pathway tables and cell_types_analysed.tsv under outdir, figures under plots_dir.
     analyse_celltypes(
         name=smk.wildcards.cohort,
