@@ -115,3 +115,17 @@ def test_anndata_layout():
     assert list(adata.obs["severity"].cat.categories) == ["mild", "severe", "excluded"]
     assert adata.obs["sample_id"].tolist() == list(meta.index)
     assert adata.X.dtype == np.int64 and adata.uns["cohort"] == "t"
+
+
+def test_normalised_values_are_checked_and_kept_as_floats(caplog: pytest.LogCaptureFixture) -> None:
+    from il6axis.build import normalised_values
+
+    table = pd.DataFrame({"S1": [10.5, 0.0], "S2": [3.25, 7.0]}, index=["IL6R", "SOCS3"])
+    out = normalised_values(table, "x.csv")
+    assert out.dtypes.eq(np.float64).all() and out.loc["IL6R", "S1"] == 10.5
+    bad = table.assign(S2=[3.25, -0.5])
+    with pytest.raises(InputError, match=r"x\.csv: 1 values .*'SOCS3', sample 'S2'.*not log-transformed"):
+        normalised_values(bad, "x.csv")
+    with caplog.at_level("WARNING", logger="il6axis.build"):
+        normalised_values(table.round(), "x.csv")
+    assert any("value_type: counts" in r.message for r in caplog.records)

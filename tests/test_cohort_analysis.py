@@ -67,3 +67,40 @@ def test_score_effects_use_the_de_layout():
     assert effects["tested"].tolist() == [True, False]
     assert effects.loc[1, "not_tested_reason"] == "fewer than 3 genes present"
     assert effects["scale"].tolist() == ["score_mean_z", "score_score_genes"]
+
+
+def test_normalised_cohort_uses_its_values_and_log2_scale_and_the_linear_model():
+    """A cohort with normalised values only: no size factors, no VST, the linear route in the refit."""
+    import anndata as ad
+
+    from il6axis import expression, severity_model
+    from il6axis.cohort_analysis import ScoreSettings, _expression_scales
+    from il6axis.de import DeSettings
+
+    rng = np.random.default_rng(11)
+    n_genes, groups = 300, ["mild"] * 6 + ["severe"] * 6 + ["excluded"] * 2
+    values = rng.gamma(4.0, 40.0, size=(len(groups), n_genes))
+    values[6:12, 0] *= 8.0  # planted: gene g0 up ~3 log2 units in severe
+    obs = pd.DataFrame(
+        {"severity": pd.Categorical(groups, categories=["mild", "severe", "excluded"])},
+        index=[f"s{i}" for i in range(len(groups))],
+    )
+    adata = ad.AnnData(X=values, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    adata.uns.update({"cohort": "norm", "value_type": "normalised", "covariates": []})
+
+    kept, obs_out, sf, norm, logged, note = _expression_scales(adata, ScoreSettings())
+    assert kept.shape == (12, n_genes) and (sf == 1.0).all() and norm is kept
+    np.testing.assert_allclose(logged.to_numpy(), np.log2(values[:12] + 1))
+    assert "log2(normalised value + 1)" in note and list(obs_out["severity"].cat.categories) == [
+        "mild",
+        "severe",
+    ]
+
+    result = severity_model.fit_severity(adata, [], DeSettings(min_count=10))
+    table = result.table.set_index("gene")
+    assert (table["scale"] == "log2_normalised").all() and "moderated t" in result.design
+    assert table.loc["g0", "log2FoldChange"] == pytest.approx(3.0, abs=0.5) and table.loc["g0", "padj"] < 0.01
+
+    adata.X[0, 0] = -1.0
+    with pytest.raises(InputError, match="negative"):
+        expression.contrast_values(adata)

@@ -5,11 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pydeseq2.dds import DeseqDataSet
+from pydeseq2.ds import DeseqStats
 from statsmodels.stats.multitest import multipletests
 
 from il6axis.cohort import define_contrast, to_anndata
-from il6axis.de import DeSettings, benjamini_hochberg, design_formula, panel_table, run_deseq2
+from il6axis.de import (
+    DeSettings,
+    _contrast_counts,
+    _fit_dataset,
+    benjamini_hochberg,
+    contrast_design_frame,
+    design_formula,
+    panel_table,
+    run_deseq2,
+)
 from il6axis.demo import DemoSpec, simulate
+from il6axis.fast_inference import FastInference
 
 NAMED = ["IL6", "IL6R", "IL6ST", "SOCS3", "HLA-DRA", "CD177", "XIST", "RPS4Y1"]
 SPEC = DemoSpec(n_genes=600, n_severe=8, n_mild=8, n_healthy=2, seed=11)
@@ -134,3 +146,40 @@ def test_settings_from_rule_params():
         3,
     )
     assert not settings_from_params(params, 1, lfc_shrink=False).lfc_shrink
+
+
+def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):
+    """run_deseq2 fits step by step to free memory; the fit must be ``deseq2()``'s, Cook's refit included."""
+    adata = _adata(small_cohort)
+    adata = adata[adata.obs["severity"].isin(["mild", "severe"])]
+    counts = pd.DataFrame(np.asarray(adata.X), index=adata.obs_names, columns=adata.var_names)
+    counts = counts.loc[:, (counts >= 10).sum() >= 8].copy()
+    counts.iloc[3, 7] = counts.iloc[:, 7].max() * 50  # a gross outlier: Cook's replacement and refit run
+    meta = contrast_design_frame(adata.obs, [])
+    fits = []
+    for staged in (False, True):
+        dds = DeseqDataSet(
+            counts=counts, metadata=meta, design="~ severity", inference=FastInference(), quiet=True
+        )
+        _fit_dataset(dds) if staged else dds.deseq2()
+        ds = DeseqStats(dds, contrast=["severity", "severe", "mild"], inference=FastInference(), quiet=True)
+        ds.summary()
+        fits.append((dds, ds.results_df))
+    (plain, plain_res), (staged, staged_res) = fits
+    assert plain.var["refitted"].any()
+    pd.testing.assert_frame_equal(staged.var, plain.var, check_exact=True)
+    pd.testing.assert_frame_equal(staged.varm["LFC"], plain.varm["LFC"], check_exact=True)
+    pd.testing.assert_frame_equal(staged_res, plain_res, check_exact=True)
+    assert {"_mu_hat", "cooks", "normed_counts"} <= set(plain.layers) and not set(staged.layers)
+    assert not {"_mu_LFC", "_hat_diagonals"} & set(staged.obsm)
+
+
+def test_all_samples_in_contrast_uses_the_cohort_matrix_without_copying(small_cohort):
+    adata = _adata(small_cohort)
+    everyone = np.ones(adata.n_obs, dtype=bool)
+    assert np.shares_memory(_contrast_counts(adata, everyone), adata.X)
+    some = adata.obs["severity"].isin(["mild", "severe"]).to_numpy()
+    assert not some.all()
+    sub = _contrast_counts(adata, some)
+    assert sub.shape == (int(some.sum()), adata.n_vars)
+    np.testing.assert_array_equal(sub, np.asarray(adata.X)[some])

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydeseq2 import utils as pydeseq2_utils
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 from pydeseq2.ds import DeseqStats
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from il6axis.fast_inference import FastInference, lbfgsb_lockstep
+from il6axis import fast_inference as fi
+from il6axis.fast_inference import SHRINK_SPOT_CHECK_GENES, FastInference, lbfgsb_lockstep
 
 
 def _cohort(
@@ -115,19 +118,105 @@ def test_lockstep_lbfgsb_follows_scipy_minimize():
         assert got[i] == res.x[0] and ok[i] == res.success
 
 
-def test_lfc_shrinkage_runs_as_in_stock():
-    # Shrinkage is inherited from stock; the chunk backend must not leak into its joblib call.
-    counts, meta, _ = _cohort(n_genes=60)
-    shrunk = []
-    for inference in (DefaultInference(n_cpus=1), FastInference(n_cpus=1)):
-        with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dds = DeseqDataSet(
-                counts=counts, metadata=meta, design="~ sex + severity", inference=inference, quiet=True
-            )
-            dds.deseq2()
-            ds = DeseqStats(dds, contrast=["severity", "severe", "mild"], inference=inference, quiet=True)
-            ds.summary()
-            ds.lfc_shrink(coeff="severity[T.severe]")
-        shrunk.append(ds.results_df["log2FoldChange"].to_numpy())
-    np.testing.assert_allclose(shrunk[1], shrunk[0], rtol=1e-12, atol=0)
+def test_lockstep_lbfgsb_follows_scipy_minimize_unbounded_nd():
+    # The shape of the LFC-shrinkage fits: several coupled coordinates, no bounds, tighter tolerances.
+    rng = np.random.default_rng(1)
+    n_prob, dim = 40, 3
+    centre = rng.normal(0, 1, (n_prob, dim))
+    coupling = rng.uniform(0.1, 1.0, n_prob)
+
+    def fun_and_grad(rows, x):
+        d = x - centre[rows]
+        s = x.sum(axis=1)
+        f = (d**4).sum(axis=1) + coupling[rows] * np.log1p(s**2)
+        g = 4 * d**3 + (coupling[rows] * 2 * s / (1 + s**2))[:, None]
+        return f, g
+
+    x0 = rng.normal(0, 2, (n_prob, dim))
+    got, ok = lbfgsb_lockstep(fun_and_grad, x0, None, None, ftol=1e-8, gtol=1e-8)
+    for i in range(n_prob):
+        res = minimize(
+            lambda v, i=i: fun_and_grad(np.array([i]), v[None, :])[0][0],
+            x0=x0[i],
+            jac=lambda v, i=i: fun_and_grad(np.array([i]), v[None, :])[1][0],
+            method="L-BFGS-B",
+            options={"ftol": 1e-8, "gtol": 1e-8},
+        )
+        assert np.array_equal(got[i], res.x) and ok[i] == res.success
+
+
+SHRINK_COEF = "severity[T.severe]"
+
+
+def _shrink(dds: DeseqDataSet, inference) -> tuple[DeseqStats, pd.Series]:
+    """Wald tests then apeGLM shrinkage of the severity LFC on a fitted dataset; also the MLE LFCs."""
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = DeseqStats(dds, contrast=["severity", "severe", "mild"], inference=inference, quiet=True)
+        ds.summary()
+        mle = ds.results_df["log2FoldChange"].copy()
+        ds.lfc_shrink(coeff=SHRINK_COEF)
+    return ds, mle
+
+
+@pytest.fixture(scope="module")
+def shrink_runs():
+    """One fitted dataset, shrunk by stock (in-process, per gene) and by FastInference (chunks, threads)."""
+    counts, meta, truth = _cohort(n_genes=300, seed=5)
+    _, dds = _run(counts, meta, FastInference(n_cpus=1))
+    stock, mle = _shrink(dds, DefaultInference(n_cpus=1))
+    calls = []
+    original = pydeseq2_utils.nbinomGLM
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with mock.patch.object(pydeseq2_utils, "nbinomGLM", counting):
+        fast, _ = _shrink(dds, FastInference(n_cpus=2, chunk_cells=2_000))  # several chunks, two threads
+    return stock, fast, mle, truth, len(calls)
+
+
+def test_vectorised_shrinkage_equals_stock_bit_for_bit(shrink_runs):
+    stock, fast, _, _, n_stock_calls = shrink_runs
+    # The vectorised path ran: stock's per-gene fit only for the spot check (and non-converged genes).
+    n_failed = int((~fast._LFC_shrink_converged.dropna().astype(bool)).sum())
+    assert n_stock_calls <= SHRINK_SPOT_CHECK_GENES + n_failed < 30
+    assert fast.LFC.equals(stock.LFC)
+    assert fast.SE.equals(stock.SE)
+    assert fast._LFC_shrink_converged.equals(stock._LFC_shrink_converged)
+    assert fast.results_df["log2FoldChange"].equals(stock.results_df["log2FoldChange"])
+
+
+def test_shrinkage_pulls_null_genes_to_zero_and_keeps_planted_signs(shrink_runs):
+    _, fast, mle, truth, _ = shrink_runs
+    res = fast.results_df
+    shrunk, base_mean = res["log2FoldChange"], res["baseMean"]
+    # pydeseq2 shrinks from the raw counts: a Cook's-refitted gene's MLE and shrunk value are not comparable.
+    ok = mle.notna() & shrunk.notna() & ~fast.dds.var["refitted"].astype(bool)
+    planted = (truth != 0) & ok & (res["padj"] < 0.05)
+    null = (truth == 0) & ok
+    assert planted.sum() >= 20
+    assert (np.sign(shrunk[planted]) == np.sign(truth[planted])).all()
+    assert (shrunk[planted].abs() - truth[planted].abs()).abs().median() < 0.3  # planted |log2FC| = 1.5
+    # Null genes: closer to their planted 0 than the MLE (measured MSE 0.019 vs 0.028), low counts most.
+    assert (shrunk[null] ** 2).mean() < 0.85 * (mle[null] ** 2).mean()
+    low = null & (base_mean <= base_mean[null].quantile(0.25))
+    high = null & (base_mean >= base_mean[null].quantile(0.75))
+    ratio = (shrunk / mle).abs()
+    assert ratio[low].median() < ratio[high].median() < 1
+    assert (shrunk[ok].abs() <= mle[ok].abs() + 1e-6).mean() > 0.95
+
+
+def test_shrinkage_spot_check_falls_back_to_stock(shrink_runs, caplog):
+    stock, _, _, _, _ = shrink_runs
+    original = fi._ShrinkObjective.__call__
+
+    def perturbed(self, rows, beta):  # a vectorised objective that no longer matches stock's
+        f, g = original(self, rows, beta)
+        return f, g + 1e-3
+
+    with mock.patch.object(fi._ShrinkObjective, "__call__", perturbed), caplog.at_level("WARNING"):
+        fallback, _ = _shrink(stock.dds, FastInference(n_cpus=1))
+    assert "differs from stock" in caplog.text
+    assert fallback.LFC.equals(stock.LFC) and fallback.SE.equals(stock.SE)

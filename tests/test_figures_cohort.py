@@ -388,3 +388,26 @@ def test_reruns_write_byte_identical_svg_and_png(de_files, tmp_path):
         plots.volcano_from_files(*args, outs)
         digests.append([p.read_bytes() for p in outs])
     assert digests[0] == digests[1]
+
+
+def test_normalised_cohort_figures_name_their_scale() -> None:
+    """A cohort with normalised values only: labels say log2(normalised + 1), not VST or read counts."""
+    assert fc.log_scale_name({"scale": "log2_normalised"}) == "log2(normalised + 1)"
+    assert fc.log_scale_name({"scale": "log2_counts"}) == "VST"
+    rng = np.random.default_rng(3)
+    values = rng.gamma(2.0, 50.0, size=(12, 40))
+    obs = pd.DataFrame(
+        {
+            "severity": pd.Categorical(
+                ["mild"] * 6 + ["severe"] * 6, categories=["mild", "severe", "excluded"]
+            )
+        },
+        index=[f"s{i}" for i in range(12)],
+    )
+    adata = ad.AnnData(X=values, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(40)]))
+    adata.uns.update({"cohort": "tmm", "value_type": "normalised", "covariates": []})
+    fig = fc.library_sizes(adata)
+    assert fig.axes[0].get_ylabel() == "sum of normalised values (millions)"
+    adata.layers["vst"] = np.log2(values + 1)
+    fig = fc.pca_plot(adata)
+    assert "PCA of log2(normalised + 1) expression" in fig.axes[0].get_title()

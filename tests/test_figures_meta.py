@@ -19,7 +19,7 @@ from workflow_runner import PROJECT_ROOT
 
 from il6axis import figures_meta as fm
 from il6axis.errors import InputError
-from il6axis.meta import forest_table, meta_analyse
+from il6axis.meta import forest_table, meta_analyse, run_meta
 from il6axis.report_text import (
     config_yaml,
     headlines_rst,
@@ -193,6 +193,66 @@ def test_forest_layout_pools_only_where_two_cohorts(tables):
         ("cohort", "PBMC3"),
         ("pooled", "all"),
     ]
+
+
+def test_forest_marks_a_normalised_scale_cohort_as_not_pooled(tmp_path):
+    """A log2(normalised + 1) cohort: own row with a hollow marker and 'not pooled', no effect on pooling."""
+    cohorts = {**COHORTS, "TMM4": ("whole_blood", 69)}
+    effects = _effects(cohorts, GENES)
+    effects["scale"] = np.where(effects["cohort"] == "TMM4", "log2_normalised", "log2_counts")
+    paths = {}
+    for cohort, part in effects.groupby("cohort"):
+        paths[cohort] = (tmp_path / f"{cohort}.tsv", tmp_path / f"{cohort}.json")
+        part.rename(columns={"feature": "gene"}).assign(tested=True, pvalue=0.5).to_csv(
+            paths[cohort][0], sep="\t", index=False
+        )
+        paths[cohort][1].write_text(
+            json.dumps(
+                {
+                    "n_per_group": {"mild": 7, "severe": int(part["n"].iloc[0]) - 7},
+                    "tissue": cohorts[cohort][0],
+                    "scale": part["scale"].iloc[0],
+                }
+            )
+        )
+    names = list(cohorts)
+    meta = run_meta(
+        names,
+        [paths[c][0] for c in names],
+        [paths[c][1] for c in names],
+        GENES,
+        0.05,
+        ["all", "whole_blood", "pbmc"],
+        "iterated",
+        [],
+        tmp_path / "meta.tsv",
+        tmp_path / "forest.tsv",
+        tmp_path / "sens.tsv",
+    )
+    assert "TMM4" not in ",".join(meta["cohorts"].dropna())
+    forest = pd.read_csv(tmp_path / "forest.tsv", sep="\t")
+    rows = fm._cohort_rows(forest, names)
+    assert rows.set_index("cohort")["pooled"].to_dict() == {
+        "WB1": True,
+        "LEUK2": True,
+        "TMM4": False,
+        "PBMC3": True,
+    }
+    labels = [label for _, _, label in fm._layout(rows, list(pd.unique(meta["stratum"])))]
+    assert "TMM4 (whole blood, not pooled)" in labels
+    fig = fm.forest_grid(
+        forest, meta, ["SOCS3", "IL6R"], "log2FC severe vs mild", "four cohorts", cohorts=names
+    )
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any("not pooled" in t for t in legend)
+    hollow = [
+        c
+        for c in fig.axes[0].collections
+        if len(c.get_facecolors()) and (c.get_facecolors()[0][:3] == 1).all()
+    ]
+    assert len(hollow) == 1  # only the TMM4 marker is white-filled
+    fig.savefig(tmp_path / "forest_tmm.png", dpi=110)
+    _check_png(tmp_path / "forest_tmm.png")
 
 
 def test_single_cohort_degrades_gracefully(tmp_path):

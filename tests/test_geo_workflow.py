@@ -32,7 +32,7 @@ def _settings(base_url: str) -> dict:
 
 
 def _test_config(base_url: str, shared_data) -> dict:
-    """GSE152418 (NCBI counts + its GEOquery sample sheet) and GSE155454 (symbol counts + sheet)."""
+    """GSE152418 (NCBI counts + GEOquery sheet), GSE155454 (symbol counts + sheet), GSE293708 (normalised)."""
     gse152418 = dict(DEFAULT_CONFIG["cohorts"]["GSE152418"])
     gse152418["metadata"] = {
         "source": "sample_sheet",
@@ -56,10 +56,31 @@ def _test_config(base_url: str, shared_data) -> dict:
         },
         "covariates": {"day_of_illness": {"field": "day_of_illness", "type": "numeric"}},
     }
+    # Published as DESeq2-normalised values only: the log2 linear-model route, off the pooled scale.
+    gse293708 = {
+        "tissue": "other",
+        "counts": {
+            "source": "geo_supplementary",
+            "file": "GSE293708_DESeq2_normalized_counts.csv.gz",
+            "id_column": "Symbol",
+            "value_type": "normalised",
+        },
+        "metadata": {
+            "source": "geo_supplementary",
+            "file": "GSE293708_sample_sheet_from_colnames.csv.gz",
+            "sample_column": "sample",
+        },
+        "severity": {
+            "field": "severity",
+            "severe": ["Severe", "Critical"],
+            "mild": ["Mild"],
+            "exclude": ["Normal"],
+        },
+    }
     settings = _settings(base_url)
     del settings["local_dir"]
     return {
-        "cohorts": {"GSE152418": gse152418, "GSE155454": gse155454},
+        "cohorts": {"GSE152418": gse152418, "GSE155454": gse155454, "GSE293708": gse293708},
         "download": settings,
         "de": {"lfc_shrink": False},
     }
@@ -95,6 +116,10 @@ def test_manifest_records_every_download_with_its_checksum(geo_run, shared_data)
         / "GSE155454/GSE155454_counts_kuanrongchan_v1.csv.gz",
         "results/downloads/GSE155454/suppl/GSE155454_sample_sheet_from_colnames.csv.gz": shared_data
         / "GSE155454/GSE155454_sample_sheet_from_colnames.csv.gz",
+        "results/downloads/GSE293708/suppl/GSE293708_DESeq2_normalized_counts.csv.gz": shared_data
+        / "GSE293708/GSE293708_DESeq2_normalized_counts.csv.gz",
+        "results/downloads/GSE293708/suppl/GSE293708_sample_sheet_from_colnames.csv.gz": shared_data
+        / "GSE293708/GSE293708_sample_sheet_from_colnames.csv.gz",
         "results/downloads/ncbi/Homo_sapiens.gene_info.gz": shared_data
         / "NCBI_gene_info/Homo_sapiens.gene_info.gz",
     }
@@ -261,3 +286,31 @@ def test_meta_analysis_across_the_two_cohorts(geo_run):
     assert socs3.loc["pbmc", "k"] == 1 and socs3.loc["pbmc", "reason"] == "fewer than 2 cohorts"
     il6 = meta[(meta["feature"] == "IL6") & (meta["stratum"] == "all")].iloc[0]
     assert il6["k"] <= 1  # absent from GSE155454's matrix
+
+
+@pytest.mark.e2e
+def test_normalised_cohort_takes_the_linear_route_and_stays_out_of_pooling(geo_run):
+    """GSE293708 publishes DESeq2-normalised values: moderated log2 linear model, shown but not pooled."""
+    summary = json.loads((geo_run / "results/de/GSE293708/summary.json").read_text())
+    assert summary["scale"] == "log2_normalised" and "moderated" in summary["model"]
+    assert summary["n_per_group"] == {"mild": 4, "severe": 8}
+    results = pd.read_csv(geo_run / "results/de/GSE293708/severe_vs_mild.tsv", sep="\t")
+    assert (results["scale"] == "log2_normalised").all() and "log2FoldChange_shrunk" not in results
+    tested = results[results["tested"]]
+    assert len(tested) > 5000 and tested["pvalue"].between(0, 1).all()
+    assert (tested["ci_low"] < tested["log2FoldChange"]).all()
+    expression = pd.read_csv(geo_run / "results/expression/GSE293708/panel_expression.tsv", sep="\t")
+    assert expression.set_index("symbol").loc["IL6R", "present"]
+
+    meta = pd.read_csv(geo_run / "results/meta/panel_genes.tsv", sep="\t")
+    assert not meta["cohorts"].fillna("").str.contains("GSE293708").any()
+    sensitivity = pd.read_csv(geo_run / "results/meta/panel_genes_sensitivity.tsv", sep="\t")
+    pooled_all = sensitivity[
+        (sensitivity["analysis"] == "all scales pooled") & (sensitivity["stratum"] == "all")
+    ].set_index("feature")
+    assert pooled_all.loc["SOCS3", "k"] == 3 and "GSE293708" in pooled_all.loc["SOCS3", "cohorts"]
+    forest = pd.read_csv(geo_run / "results/meta/forest_panel_genes.tsv", sep="\t")
+    rows = forest[forest["cohort"] == "GSE293708"]
+    assert len(rows) and not rows["pooled"].any()
+    for name in ("volcano.png", "panel_genes.png", "qc_pca.png", "pathway_scores.png"):
+        assert (geo_run / "results/plots/GSE293708" / name).stat().st_size > 10_000

@@ -416,3 +416,67 @@ def test_read_cohort_effects_from_tsv_and_json(tmp_path) -> None:
     )
     with pytest.raises(InputError, match="short.tsv"):
         read_cohort_effects({"A": tmp_path / "short.tsv"}, {"A": tmp_path / "a.json"})
+
+
+def test_run_meta_pools_normalised_cohort_only_in_sensitivity(tmp_path) -> None:
+    """A log2(normalised + 1) cohort is drawn in the forest but left out of the primary pooled fit."""
+    genes = ["SOCS3", "IL6R"]
+    tables, summaries = [], []
+    specs = {  # cohort: (lfc, se, scale)
+        "A": ([1.0, 0.2], [0.2, 0.1], "log2_counts"),
+        "B": ([0.6, 0.4], [0.25, 0.2], "log2_counts"),
+        "T": ([3.0, -1.0], [0.3, 0.3], "log2_normalised"),
+    }
+    for cohort, (lfc, se, scale) in specs.items():
+        _write_de(tmp_path / f"{cohort}.tsv", genes, lfc, se, [True, True], [0.001, 0.1])
+        (tmp_path / f"{cohort}.json").write_text(
+            json.dumps({"n_per_group": {"mild": 10, "severe": 10}, "tissue": "whole_blood", "scale": scale})
+        )
+        tables.append(tmp_path / f"{cohort}.tsv")
+        summaries.append(tmp_path / f"{cohort}.json")
+    out = {name: tmp_path / f"out_{name}.tsv" for name in ("meta", "forest", "sens")}
+    primary = meta_mod.run_meta(
+        cohorts=list(specs),
+        effect_tables=tables,
+        summaries=summaries,
+        features=genes,
+        alpha=0.05,
+        strata=["whole_blood"],
+        method_re="iterated",
+        sensitivity_exclude=["A", "T"],
+        meta_path=out["meta"],
+        forest_path=out["forest"],
+        sensitivity_path=out["sens"],
+    ).set_index("feature")
+    assert primary.loc["SOCS3", "k"] == 2 and primary.loc["SOCS3", "cohorts"] == "A,B"
+    long = read_cohort_effects(
+        {c: tmp_path / f"{c}.tsv" for c in specs}, {c: tmp_path / f"{c}.json" for c in specs}, genes
+    )
+    assert meta_mod.off_scale_cohorts(long) == ["T"]
+    without = meta_analyse(long, strata=["whole_blood"], exclude_cohorts=["T"]).set_index("feature")
+    assert primary.loc["SOCS3", "pooled_log2FoldChange"] == pytest.approx(
+        without.loc["SOCS3", "pooled_log2FoldChange"]
+    )
+
+    sens = pd.read_csv(out["sens"], sep="\t", keep_default_na=False)
+    assert sorted(set(sens["analysis"])) == ["all scales pooled", "leave one out"]
+    pooled_all = sens[sens["analysis"] == "all scales pooled"].set_index("feature")
+    assert pooled_all.loc["SOCS3", "k"] == 3 and "mixed scales" in pooled_all.loc["SOCS3", "note"]
+    loo = sens[sens["analysis"] == "leave one out"]
+    assert set(loo["excluded"]) == {"A"}  # T is not in the primary fit, so leaving it out is no analysis
+    assert (loo["k"] == 1).all()
+
+    forest = pd.read_csv(out["forest"], sep="\t")
+    t_rows = forest[forest["cohort"] == "T"]
+    assert len(t_rows) == 2 and not t_rows["pooled"].any() and t_rows["weight"].isna().all()
+    assert forest.loc[forest["cohort"] != "T", "pooled"].all()
+    socs3_t = t_rows.set_index("feature").loc["SOCS3"]
+    assert socs3_t["ci_low"] == pytest.approx(3.0 - Z95 * 0.3)
+
+
+def test_all_normalised_cohorts_are_pooled_with_each_other() -> None:
+    long = _long([("T1", "SOCS3", 1.0, 0.2), ("T2", "SOCS3", 0.5, 0.3)], {"T1": "whole_blood", "T2": "pbmc"})
+    long["scale"] = "log2_normalised"
+    assert meta_mod.off_scale_cohorts(long) == []
+    long.loc[0, "scale"] = "log2_counts"
+    assert meta_mod.off_scale_cohorts(long) == ["T2"]

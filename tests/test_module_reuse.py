@@ -46,7 +46,7 @@ def test_outputs_land_under_the_prefix(module_run):
 def test_rules_are_namespaced_and_override_applies(module_run):
     workdir, proc = module_run
     log = proc.stdout + proc.stderr
-    for rule in ["cyto_simulate_demo_cohort", "cyto_build_cohort", "cyto_deseq2", "cyto_plot_de"]:
+    for rule in ["cyto_simulate_demo_cohort", "cyto_build_cohort", "cyto_deseq2", "cyto_plot_cohort"]:
         assert f"rule {rule}:" in log, rule
     summary = json.loads((workdir / "cyto/results/de/demo/summary.json").read_text())
     assert summary["alpha"] == 0.01  # overridden param

@@ -40,10 +40,7 @@ def test_all_outputs_and_logs_exist(demo_run):
         "results/logs/simulate_demo_cohort.log",
         "results/logs/build_cohort/demo.log",
         "results/logs/deseq2/demo.log",
-        "results/logs/plot_de/demo.log",
-        "results/logs/plot_qc/demo.log",
-        "results/logs/plot_panel/demo.log",
-        "results/logs/plot_scores/demo.log",
+        "results/logs/plot_cohort/demo.log",
         "results/logs/plot_meta/plot_meta.log",
         "results/report/headlines.rst",
     ]:

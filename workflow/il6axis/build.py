@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from il6axis.cohort import define_contrast, to_anndata
@@ -17,6 +18,7 @@ from il6axis.counts_io import read_count_table, reconcile_sample_ids, to_integer
 from il6axis.errors import InputError
 from il6axis.gene_ids import load_gene_info, map_to_symbols
 from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
+from il6axis.severity_model import NORMALISED, scale_for
 
 log = logging.getLogger("il6axis.build")
 
@@ -56,6 +58,36 @@ def integer_counts(counts: pd.DataFrame, value_type: str, source: str) -> tuple[
     return as_int, info
 
 
+def normalised_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Float copy of a normalised table (TMM, DESeq2-normalised, CPM), checked finite and non-negative.
+
+    These values go to the log2 linear model, never to the NB model. A table that turns out to hold
+    only whole numbers is probably raw counts, for which the NB model is the better choice: say so.
+    """
+    try:
+        arr = values.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source}: normalised table has non-numeric values ({exc}).") from exc
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        gene_pos, sample_pos = (int(i[0]) for i in np.nonzero(bad))
+        gene, sample = values.index[gene_pos], values.columns[sample_pos]
+        raise InputError(
+            f"{source}: {int(bad.sum())} values are NaN, infinite or negative (first: gene {gene!r}, "
+            f"sample {sample!r} = {arr[gene_pos, sample_pos]}); "
+            f"`counts.value_type: normalised` expects normalised values on the count scale (TMM, CPM, "
+            f"DESeq2-normalised counts), not log-transformed ones."
+        )
+    if np.array_equal(arr, np.round(arr)):
+        log.warning(
+            "%s: declared normalised but every value is a whole number; if these are raw counts set "
+            "`counts.value_type: counts` so the cohort gets the NB model",
+            source,
+        )
+    log.info("%s: normalised values (log2 linear-model route; never the NB model)", source)
+    return pd.DataFrame(arr, index=values.index, columns=values.columns)
+
+
 def build_cohort(
     name: str,
     spec: Mapping[str, Any],
@@ -80,7 +112,11 @@ def build_cohort(
     mapping = pd.DataFrame([{"cohort": name, "gene_id_type": gene_id, **report.to_dict()}])
     log.info("%s: gene mapping %s", counts_label, report.to_dict())
 
-    counts, rounding = integer_counts(by_symbol, counts_spec["value_type"], counts_label)
+    value_type = counts_spec["value_type"]
+    if value_type == NORMALISED:
+        counts, rounding = normalised_values(by_symbol, counts_label), {"rounded": False}
+    else:
+        counts, rounding = integer_counts(by_symbol, value_type, counts_label)
 
     metadata = read_metadata(metadata_path, meta_spec)
     column_to_sample = reconcile_sample_ids(
@@ -104,7 +140,8 @@ def build_cohort(
         "title": spec.get("title", ""),
         "counts_file": Path(counts_path).name,
         "metadata_file": Path(metadata_path).name,
-        "value_type": counts_spec["value_type"],
+        "value_type": value_type,
+        "scale": scale_for(value_type),
         "rounding": json.dumps(rounding),
         "gene_mapping": json.dumps(report.to_dict(), default=str),
         "covariates": list(spec.get("covariates", {})),

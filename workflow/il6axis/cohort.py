@@ -264,7 +264,7 @@ def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: 
 
 
 def to_anndata(counts: pd.DataFrame, obs: pd.DataFrame, uns: Mapping[str, Any]) -> ad.AnnData:
-    """Samples x genes AnnData with integer counts in ``X`` (and a ``counts`` layer alias)."""
+    """Samples x genes AnnData: integer counts in ``X``, or float64 values for a normalised cohort."""
     counts_t = counts.T
     if not counts_t.index.equals(obs.index):
         raise InputError("internal: count columns and metadata rows are not aligned")
@@ -277,6 +277,7 @@ def to_anndata(counts: pd.DataFrame, obs: pd.DataFrame, uns: Mapping[str, Any]) 
         if obs[col].dtype == object:
             obs[col] = obs[col].astype(str)
     var = pd.DataFrame(index=pd.Index(counts.index.astype(str), name="gene"))
-    adata = ad.AnnData(X=counts_t.to_numpy(dtype=np.int64), obs=obs, var=var)
+    dtype = np.float64 if uns.get("value_type") == "normalised" else np.int64
+    adata = ad.AnnData(X=counts_t.to_numpy(dtype=dtype), obs=obs, var=var)
     adata.uns.update(dict(uns))
     return adata

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from il6axis import composition, expression, orientation, scores
-from il6axis.de import DeSettings, run_deseq2
+from il6axis.de import DeSettings
 from il6axis.errors import InputError
+from il6axis.severity_model import fit_severity, is_normalised
 
 log = logging.getLogger("il6axis.cohort_analysis")
 
@@ -83,6 +84,27 @@ def _long_scores(wide: pd.DataFrame, method: str, obs: pd.DataFrame) -> pd.DataF
     return long[["sample_id", "severity", "set", "method", "score"]]
 
 
+def _expression_scales(
+    adata: ad.AnnData, settings: ScoreSettings
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.DataFrame, pd.DataFrame, str]:
+    """(values, obs, size factors, normalised, log-scale, description) for the contrast samples.
+
+    Counts get DESeq2 size factors and the VST blind to severity; a cohort that publishes normalised
+    values only keeps them as they are (size factor 1) with log2(value + 1) as its log scale.
+    """
+    if is_normalised(adata):
+        values, obs = expression.contrast_values(adata)
+        sf = pd.Series(1.0, index=values.index, name="size_factor")
+        note = "log2(normalised value + 1): the cohort publishes normalised values only"
+        return values, obs, sf, values, expression.log2_normalised(values), note
+    counts, obs = expression.contrast_counts(adata)
+    sf = expression.size_factors(counts)
+    norm = expression.normalised_counts(counts, sf)
+    vst = expression.vst(counts, n_cpus=settings.n_cpus, nsub=settings.vst_nsub, seed=settings.seed)
+    note = f"pydeseq2 vst, blind to severity, trend from nsub={settings.vst_nsub}"
+    return counts, obs, sf, norm, vst, note
+
+
 def expression_and_scores(
     adata: ad.AnnData,
     de_table: pd.DataFrame,
@@ -92,10 +114,7 @@ def expression_and_scores(
 ) -> ExpressionResult:
     """Normalise, VST (blind to severity), score every gene set two ways, test the scores and the sets."""
     covariates = list(adata.uns.get("covariates", []))
-    counts, obs = expression.contrast_counts(adata)
-    sf = expression.size_factors(counts)
-    norm = expression.normalised_counts(counts, sf)
-    vst = expression.vst(counts, n_cpus=settings.n_cpus, nsub=settings.vst_nsub, seed=settings.seed)
+    counts, obs, sf, norm, vst, vst_note = _expression_scales(adata, settings)
     panel_expr = (
         panel[["symbol", "tier", "role"]]
         .merge(
@@ -139,7 +158,7 @@ def expression_and_scores(
     out_obs["size_factor"] = sf
     out_obs[composition.SCORE_COLUMN] = neutrophil if neutrophil is not None else np.nan
     result = ad.AnnData(
-        X=counts.to_numpy(dtype=np.int64),
+        X=counts.to_numpy(dtype=np.float64 if is_normalised(adata) else np.int64),
         obs=out_obs,
         var=pd.DataFrame(index=counts.columns),
         layers={"normalised": norm.to_numpy(), "vst": vst.loc[counts.index, counts.columns].to_numpy()},
@@ -150,7 +169,7 @@ def expression_and_scores(
     )
     result.uns.update({k: v for k, v in adata.uns.items()})
     result.uns["neutrophil_score"] = neutrophil_note
-    result.uns["vst"] = f"pydeseq2 vst, blind to severity, trend from nsub={settings.vst_nsub}"
+    result.uns["vst"] = vst_note
     log.info("%s: %d gene sets scored; %s", adata.uns.get("cohort", "cohort"), len(sets), neutrophil_note)
     scores_long = pd.concat(
         [_long_scores(mean_z, "mean_z", obs), _long_scores(score_genes, "score_genes", obs)],
@@ -220,7 +239,7 @@ def run_composition(
     }
     if adjust:
         covariates = [*analysis.uns.get("covariates", []), composition.SCORE_COLUMN]
-        adjusted = run_deseq2(analysis, covariates, settings).table
+        adjusted = fit_severity(analysis, covariates, settings).table
         comparison = composition.compare_fits(primary, adjusted, alpha=alpha)
         status["n_composition_driven"] = int((comparison["label"] == composition.COMPOSITION_DRIVEN).sum())
     else:

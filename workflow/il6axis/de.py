@@ -20,6 +20,7 @@ from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
 from scipy import stats
 
+from il6axis import severity_model
 from il6axis.errors import InputError
 from il6axis.fast_inference import FastInference
 from il6axis.groups import MILD, SEVERE
@@ -107,14 +108,19 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
     """Fit the NB GLM on the severe and mild samples of ``adata`` and return a per-gene table."""
     in_contrast = adata.obs["severity"].isin([SEVERE, MILD]).to_numpy()
     sub = adata[in_contrast]
-    counts = pd.DataFrame(np.asarray(sub.X), index=sub.obs_names, columns=sub.var_names)
-    if not np.issubdtype(counts.to_numpy().dtype, np.integer):
+    genes = pd.Index(sub.var_names)
+    values = _contrast_counts(adata, in_contrast)
+    if not np.issubdtype(values.dtype, np.integer):
         raise InputError("count matrix is not integer: round expected counts before DE (value_type)")
     covariates = [*covariates, *settings.extra_covariates]
     meta = contrast_design_frame(sub.obs, covariates)
     n_per_group = {g: int((meta["severity"] == g).sum()) for g in (MILD, SEVERE)}
 
-    keep = expression_filter(counts, meta["severity"], settings.min_count)
+    keep = expression_filter(
+        pd.DataFrame(values, index=sub.obs_names, columns=genes, copy=False),
+        meta["severity"],
+        settings.min_count,
+    )
     design = design_formula(covariates)
     log.info(
         "design %s; %s; %d/%d genes pass the expression filter",
@@ -126,15 +132,9 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
     # pydeseq2's own per-gene algorithms, vectorised over genes: identical numbers, ~10x faster
     # (bench/compare_with_r.py; fast_inference.py falls back to stock code where it cannot match it).
     inference = FastInference(n_cpus=settings.n_cpus)
-    dds = DeseqDataSet(
-        counts=counts.loc[:, keep],
-        metadata=meta,
-        design=design,
-        refit_cooks=settings.refit_cooks,
-        inference=inference,
-        quiet=True,
-    )
-    dds.deseq2()
+    dds = _dataset(values, keep.to_numpy(), sub.obs_names, genes, meta, design, settings, inference)
+    del values  # pydeseq2 keeps its own copy; ours (if any) is not needed any more
+    _fit_dataset(dds)
     coef_names = list(dds.obsm["design_matrix"].columns)
     if SEVERITY_COEF not in coef_names:
         raise RuntimeError(f"reference level is not mild: design columns are {coef_names}")
@@ -155,15 +155,84 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
         # Shrunk LFCs are for ranking and display only; the MLE and its SE feed the meta-analysis.
         ds.lfc_shrink(coeff=SEVERITY_COEF)
         res["log2FoldChange_shrunk"] = ds.results_df["log2FoldChange"]
-    table = _full_table(res, counts, keep)
+    table = _full_table(res, genes, keep)
     return DeResult(table=table, design=design, n_per_group=n_per_group, n_tested=int(keep.sum()))
 
 
-def _full_table(res: pd.DataFrame, counts: pd.DataFrame, keep: pd.Series) -> pd.DataFrame:
+def _contrast_counts(adata: ad.AnnData, in_contrast: np.ndarray) -> np.ndarray:
+    """The contrast samples' counts (samples x genes); the cohort's own matrix, not a copy, when every
+    sample is in the contrast."""
+    if in_contrast.all():
+        return np.asarray(adata.X)
+    return np.asarray(adata[in_contrast].X)
+
+
+def _dataset(
+    values: np.ndarray,
+    keep: np.ndarray,
+    samples: pd.Index,
+    genes: pd.Index,
+    meta: pd.DataFrame,
+    design: str,
+    settings: DeSettings,
+    inference: FastInference,
+) -> DeseqDataSet:
+    """The DeseqDataSet of the genes that pass the filter.
+
+    pydeseq2 stores ``counts.astype(int)``, a copy, whatever we pass; handing it a frame over our array
+    (no pandas copy) and dropping that array afterwards leaves the dataset's copy as the only one we hold.
+    """
+    kept = values if keep.all() else values[:, keep]
+    counts = pd.DataFrame(kept, index=samples, columns=genes[keep], copy=False)
+    return DeseqDataSet(
+        counts=counts,
+        metadata=meta,
+        design=design,
+        refit_cooks=settings.refit_cooks,
+        inference=inference,
+        quiet=True,
+    )
+
+
+def _fit_dataset(dds: DeseqDataSet) -> None:
+    """``dds.deseq2()`` step by step, freeing each large intermediate once no later step reads it.
+
+    The steps and their order are pydeseq2 0.5.4's ``DeseqDataSet.deseq2`` (pinned in requirements.txt;
+    tests/test_de.py checks the result equals ``deseq2()``'s). pydeseq2 keeps every intermediate
+    (samples x genes, float64) to the end: the first-pass means, the IRLS means and hat diagonals, the
+    Cook's distances and the normalised counts, five more copies of the count matrix through the Wald
+    tests and the shrinkage. Its own ``low_memory`` flag drops most of them but would break its iterative
+    size-factor fallback (which reads the first-pass means after the MAP fit), so we free them here.
+    ``DeseqStats`` reads only the counts, the size factors, the dispersions, the LFCs, the normalised
+    means and the cached Cook's outlier flags.
+    """
+    dds.fit_size_factors(fit_type=dds.size_factors_fit_type, control_genes=dds.control_genes)
+    dds.fit_genewise_dispersions()
+    dds.fit_dispersion_trend()
+    dds.fit_dispersion_prior()
+    dds.fit_MAP_dispersions()
+    _drop(dds.layers, "_mu_hat")  # read by the gene-wise and MAP dispersion fits only
+    dds.fit_LFC()
+    dds.calculate_cooks()
+    _drop(dds.obsm, "_mu_LFC", "_hat_diagonals")  # read by calculate_cooks only
+    if dds.refit_cooks:
+        dds.refit()
+    dds.cooks_outlier()  # caches the per-gene outlier flags that DeseqStats reads
+    _drop(dds.layers, "cooks", "replace_cooks", "normed_counts")
+
+
+def _drop(mapping, *keys: str) -> None:
+    """Delete ``keys`` from an AnnData layers/obsm mapping where present."""
+    for key in keys:
+        if key in mapping:
+            del mapping[key]
+
+
+def _full_table(res: pd.DataFrame, genes: pd.Index, keep: pd.Series) -> pd.DataFrame:
     """Results for every gene; filtered genes keep their row with NA statistics and the reason."""
-    table = res.reindex(counts.columns)
+    table = res.reindex(genes)
     table.index.name = "gene"
-    table["tested"] = keep.reindex(counts.columns).to_numpy()
+    table["tested"] = keep.reindex(genes).to_numpy()
     table["not_tested_reason"] = np.where(table["tested"], "", "below expression filter")
     independent = table["tested"] & table["pvalue"].notna() & table["padj"].isna()
     table.loc[independent, "not_tested_reason"] = "removed by independent filtering"
@@ -224,10 +293,14 @@ def run_and_write(
     panel_path: str,
     summary_path: str,
 ) -> DeResult:
-    """Run DE for one cohort and write the genome-wide table, the panel table and a JSON summary."""
+    """Run DE for one cohort and write the genome-wide table, the panel table and a JSON summary.
+
+    The model follows the cohort's values (``severity_model``): NB GLM for counts, the moderated log2
+    linear model for cohorts that publish normalised values only.
+    """
     import pydeseq2
 
-    result = run_deseq2(adata, covariates, settings)
+    result = severity_model.fit_severity(adata, covariates, settings)
     table = result.table
     table.to_csv(results_path, sep="\t", index=False, float_format="%.6g")
     panel_table(table, panel, adata).to_csv(panel_path, sep="\t", index=False, float_format="%.6g")
@@ -237,6 +310,8 @@ def run_and_write(
         "contrast": "severe vs mild",
         "reference_level": MILD,
         "design": result.design,
+        "model": severity_model.model_of(adata),
+        "scale": severity_model.scale_of(adata),
         "n_per_group": result.n_per_group,
         "alpha": settings.alpha,
         "n_cpus": settings.n_cpus,

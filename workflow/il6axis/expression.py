@@ -48,12 +48,8 @@ def _cohort_label(adata: ad.AnnData) -> str:
     return str(adata.uns.get("cohort", "cohort AnnData"))
 
 
-def contrast_counts(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Integer counts (samples x genes) and ``obs`` of the mild and severe samples only.
-
-    ``obs['severity']`` comes back as a categorical with categories ``[mild, severe]`` (mild = reference),
-    whatever category order the AnnData had.
-    """
+def _contrast_matrix(adata: ad.AnnData) -> tuple[np.ndarray, pd.DataFrame, pd.Index, pd.Index]:
+    """Dense X, ``obs`` (severity categorical [mild, severe]), sample and gene names of the contrast."""
     label = _cohort_label(adata)
     if "severity" not in adata.obs.columns:
         raise InputError(f"{label}: obs has no 'severity' column; rebuild the cohort with build_cohort.")
@@ -61,6 +57,21 @@ def contrast_counts(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
     keep = severity.isin(GROUPS).to_numpy()
     sub = adata[keep]
     x = sub.X.toarray() if sp.issparse(sub.X) else np.asarray(sub.X)
+    obs = sub.obs.copy()
+    obs["severity"] = pd.Categorical(severity[keep].to_numpy(), categories=list(GROUPS))
+    n = obs["severity"].value_counts()
+    log.info("%s: %d mild and %d severe samples in the contrast", label, n[MILD], n[SEVERE])
+    return x, obs, pd.Index(sub.obs_names.copy(), name="sample"), pd.Index(sub.var_names.copy(), name="gene")
+
+
+def contrast_counts(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Integer counts (samples x genes) and ``obs`` of the mild and severe samples only.
+
+    ``obs['severity']`` comes back as a categorical with categories ``[mild, severe]`` (mild = reference),
+    whatever category order the AnnData had.
+    """
+    label = _cohort_label(adata)
+    x, obs, samples, genes = _contrast_matrix(adata)
     if not np.issubdtype(x.dtype, np.integer):
         if not (np.isfinite(x).all() and np.array_equal(x, np.round(x))):
             raise InputError(
@@ -70,14 +81,29 @@ def contrast_counts(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
         x = x.astype(np.int64)
     if (x < 0).any():
         raise InputError(f"{label}: X holds negative counts; the cohort AnnData must carry raw counts.")
-    counts = pd.DataFrame(x.astype(np.int64), index=sub.obs_names.copy(), columns=sub.var_names.copy())
-    counts.index.name = "sample"
-    counts.columns.name = "gene"
-    obs = sub.obs.copy()
-    obs["severity"] = pd.Categorical(severity[keep].to_numpy(), categories=list(GROUPS))
-    n = obs["severity"].value_counts()
-    log.info("%s: %d mild and %d severe samples in the contrast", label, n[MILD], n[SEVERE])
-    return counts, obs
+    return pd.DataFrame(x.astype(np.int64), index=samples, columns=genes), obs
+
+
+def contrast_values(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Normalised values (samples x genes, float) and ``obs`` of the mild and severe samples.
+
+    For cohorts that publish normalised values only (``uns["value_type"] == "normalised"``): they are
+    already comparable between samples, so they stand in for DESeq2-normalised counts, and
+    :func:`log2_normalised` stands in for the VST.
+    """
+    x, obs, samples, genes = _contrast_matrix(adata)
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise InputError(
+            f"{_cohort_label(adata)}: X holds NaN, infinite or negative values; normalised values must be "
+            f"on the count scale (TMM, CPM), not log-transformed."
+        )
+    return pd.DataFrame(x, index=samples, columns=genes), obs
+
+
+def log2_normalised(values: pd.DataFrame, prior: float = 1.0) -> pd.DataFrame:
+    """log2(value + prior): the log scale of the linear-model route, used where counts get the VST."""
+    return np.log2(values + prior)
 
 
 def size_factors(counts: pd.DataFrame) -> pd.Series:

@@ -1,8 +1,9 @@
 """Gene-vectorised drop-in for pydeseq2's ``DefaultInference``: same algorithms, same answers, less overhead.
 
 pydeseq2 0.5.4 fits every gene separately in Python (a joblib task per gene): one IRLS loop, two scipy
-L-BFGS-B dispersion fits and one Wald test each, plus the Cook's refit. On 20,000 genes almost all of the
-time goes to Python call overhead around tiny (100-sample) numpy operations, not to arithmetic.
+L-BFGS-B dispersion fits and one Wald test each, plus the Cook's refit and, on request, one L-BFGS-B
+apeGLM shrinkage fit. On 20,000 genes almost all of the time goes to Python call overhead around tiny
+(100-sample) numpy operations, not to arithmetic.
 
 This module keeps each gene's algorithm and numbers and only changes how they are driven:
 
@@ -16,6 +17,13 @@ This module keeps each gene's algorithm and numbers and only changes how they ar
   asked for them evaluated in one vectorised call. Every gene therefore follows the same iterates as the
   stock per-gene ``minimize`` call; a gene whose optimiser does not converge is handed to pydeseq2's
   ``fit_alpha_mle`` (which then falls back to its grid search, as stock does).
+* apeGLM LFC shrinkage (``lfc_shrink_nbinom_glm``, pydeseq2's ``nbinomGLM``) is the same lock-step
+  L-BFGS-B, here unbounded and on all design coefficients at once (``minimize``'s n-dimensional workspace
+  per gene, pydeseq2's ftol = gtol = 1e-8, its start and its per-gene scale constant), then the same
+  inverse Hessian (including stock's addition of the prior curvature to every row, not only the
+  diagonal). Genes that do not converge go to ``nbinomGLM`` itself (re-run, then its grid search for
+  two-coefficient designs). Before trusting the vectorised objective with a call, a few genes are fitted
+  both ways (``SHRINK_SPOT_CHECK_GENES``); any difference beyond rounding sends the call to stock.
 * Wald tests and the linear-model start (``wald_test``, ``lin_reg_mu``) are closed forms, vectorised.
 
 Results are bit-for-bit those of stock pydeseq2 0.5.4 on this stack (NumPy 2.4, SciPy 1.17): every
@@ -26,27 +34,32 @@ stock does. This matters: for ~1% of genes stock's L-BFGS-B ends at rounding lev
 change in its input flips its convergence flag, and pydeseq2's grid fallback for a failed MAP fit ignores
 the dispersion prior; an earlier version that was "only" 1e-14 close moved a few genes' dispersions by up
 to 0.17 (log) and padj by 0.05. ``bench/compare_with_r.py --fast`` reports the differences (0 on the
-demo, GSE152418 and 20,000 x 100 synthetic cohorts); the tolerance we hold to is max |log2FC difference|
-< 1e-6 on genes with baseMean >= 10, with identical padj < alpha calls. On another BLAS build the
-agreement may drop to rounding level, with those same few genes as the exceptions.
+demo, GSE152418 and 20,000 x 100 synthetic cohorts; the shrunk LFCs are identical too, there and on
+20,000 x 500 / 2,000, bench/README.md); the tolerance we hold to is max |log2FC difference| < 1e-6 on
+genes with baseMean >= 10, with identical padj < alpha calls. On another BLAS build the agreement may
+drop to rounding level, with those same few genes as the exceptions.
 
-Genes are processed in chunks, so the extra memory is bounded whatever the cohort size, and chunks run
-on ``n_cpus`` threads (NumPy/SciPy release the GIL in the batched kernels) with one BLAS thread each:
-stock's per-gene L-BFGS-B calls BLAS on length-1 vectors, and with OpenBLAS's own threads on a loaded
-2-core machine each such call costs ~1-2 ms (measured: 37 ms vs 1.2 ms per ``minimize`` call), which is
-why stock is slowest with ``n_cpus=1``. ``backend="loky"`` runs chunks in processes instead (measured
-slower here). ``setulb`` is a private SciPy entry point: it is checked against ``scipy.optimize.minimize``
-on first use, and if it is missing or disagrees, ``alpha_mle`` falls back to the stock per-gene path.
+Genes are processed in chunks (at most ``CHUNK_CELLS`` cells and ``MAX_CHUNK_GENES`` genes), each written
+straight into the preallocated outputs, so the extra memory is bounded whatever the cohort size (the
+outputs pydeseq2 asks for plus O(chunk) work arrays), and chunks run on ``n_cpus`` threads (NumPy/SciPy
+release the GIL in the batched kernels) with one BLAS thread each: stock's per-gene L-BFGS-B calls BLAS
+on length-1 vectors, and with OpenBLAS's own threads on a loaded 2-core machine each such call costs ~1-2
+ms (measured: 37 ms vs 1.2 ms per ``minimize`` call), which is why stock is slowest with ``n_cpus=1``.
+``backend="loky"`` runs chunks in processes instead (measured slower here). ``setulb`` is a private SciPy
+entry point: it is checked against ``scipy.optimize.minimize`` on first use (a bounded 1-D and an
+unbounded 3-D problem), and if it is missing or disagrees, ``alpha_mle`` and ``lfc_shrink_nbinom_glm``
+fall back to the stock per-gene path.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from joblib import Parallel, delayed, parallel_backend
@@ -72,18 +85,31 @@ LBFGSB_GTOL = 1e-5
 LBFGSB_MAXLS = 20
 LBFGSB_MAXITER = 15000
 LBFGSB_MAXFUN = 15000
+# pydeseq2's nbinomGLM (apeGLM LFC shrinkage) passes these to minimize(method="L-BFGS-B"), no bounds.
+SHRINK_FTOL = 1e-8
+SHRINK_GTOL = 1e-8
+# Genes per call compared with stock nbinomGLM before the vectorised shrinkage is trusted (see
+# ``FastInference.lfc_shrink_nbinom_glm``), and the largest |LFC| difference (natural log) accepted there.
+SHRINK_SPOT_CHECK_GENES = 8
+SHRINK_SPOT_CHECK_TOL = 1e-9
 # setulb task codes (scipy/optimize/__lbfgsb.c): 1 = new iterate, 3 = evaluate f and g, 4 = converged.
 TASK_NEW_X, TASK_FG, TASK_CONVERGENCE = 1, 3, 4
 # Target number of float64 cells (genes x samples) in one chunk: ~4 MB per work array, ~25 MB for the
 # (genes, design columns, samples) products; bounds the extra memory whatever the cohort size.
 CHUNK_CELLS = 500_000
+# At most this many genes per chunk: each gene's L-BFGS-B state (``lbfgsb_lockstep``) takes ~10 KB
+# whatever the number of samples, so on small cohorts the cell bound alone would allow chunks whose optimiser
+# work arrays (~50 MB at 5,000 genes) outweigh the data.
+MAX_CHUNK_GENES = 1_000
 # Below this many genes per worker, a second worker costs more (start-up, GIL hand-offs) than it saves.
 MIN_GENES_PER_WORKER = 500
 
 
-def _chunks(n_genes: int, n_samples: int, n_workers: int, cells: int = CHUNK_CELLS) -> list[slice]:
+def _chunks(
+    n_genes: int, n_samples: int, n_workers: int, cells: int = CHUNK_CELLS, max_genes: int = MAX_CHUNK_GENES
+) -> list[slice]:
     """Gene slices small enough for bounded memory, and at least one per worker."""
-    size = max(1, min(cells // max(n_samples, 1), -(-n_genes // max(n_workers, 1))))
+    size = max(1, min(cells // max(n_samples, 1), max_genes, -(-n_genes // max(n_workers, 1))))
     return [slice(start, min(start + size, n_genes)) for start in range(0, n_genes, size)]
 
 
@@ -205,7 +231,7 @@ def _scalar_square(v: np.ndarray) -> np.ndarray:
     """``t ** 2`` as stock computes it on a NumPy scalar (libm ``pow``), which differs from the array
     ``v ** 2`` (an exact ``v * v``) in the last bit for ~0.1% of values; one gene's optimiser path can
     hinge on such a bit, so we reproduce it."""
-    return np.fromiter((math.pow(t, 2.0) for t in v.tolist()), dtype=float, count=len(v))
+    return np.fromiter(map(math.pow, v.tolist(), itertools.repeat(2.0)), dtype=float, count=len(v))
 
 
 class _DispersionObjective:
@@ -270,85 +296,135 @@ class _DispersionObjective:
 def lbfgsb_lockstep(
     fun_and_grad: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     x0: np.ndarray,
-    lower: float,
-    upper: float,
+    lower: float | None = None,
+    upper: float | None = None,
+    ftol: float = LBFGSB_FTOL,
+    gtol: float = LBFGSB_GTOL,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise many independent 1-D bounded problems with SciPy's L-BFGS-B, one optimiser state each.
+    """Minimise many independent small problems with SciPy's L-BFGS-B, one optimiser state each.
 
-    ``fun_and_grad(rows, x)`` returns the objectives and derivatives of problems ``rows`` at ``x``. Each
-    problem goes through exactly the calls ``scipy.optimize.minimize(method="L-BFGS-B")`` makes with its
-    default options; only the evaluations are batched. Returns the solutions and a success flag each.
+    ``x0`` is ``(problems,)`` for 1-D problems or ``(problems, n)`` for n-D ones; ``lower``/``upper`` bound
+    every coordinate (both given) or none (both None). ``fun_and_grad(rows, x)`` returns the objectives
+    ``(rows,)`` and gradients (shaped like ``x``) of problems ``rows`` at ``x``. Each problem goes through
+    exactly the calls ``scipy.optimize.minimize(method="L-BFGS-B", options={"ftol": ftol, "gtol": gtol})``
+    makes; only the evaluations are batched. Returns the solutions (shaped like ``x0``) and a success flag
+    per problem.
     """
-    n = len(x0)
+    x0 = np.asarray(x0, dtype=float)
+    one_d = x0.ndim == 1
+    n_prob = x0.shape[0]
+    x = np.array(x0.reshape(n_prob, -1), dtype=float, order="C")
+    n = x.shape[1]
     m = LBFGSB_MAXCOR
-    factr = LBFGSB_FTOL / np.finfo(float).eps
-    x = np.clip(np.asarray(x0, dtype=float), lower, upper).reshape(n, 1).copy()
-    lo = np.array([lower], dtype=float)
-    up = np.array([upper], dtype=float)
-    nbd = np.array([2], dtype=np.int32)  # both bounds finite, as in pydeseq2's call
-    f = np.zeros(n)
-    g = np.zeros((n, 1))
-    wa = np.zeros((n, 2 * m + 5 + 11 * m * m + 8 * m))
-    iwa = np.zeros((n, 3), dtype=np.int32)
-    task = np.zeros((n, 2), dtype=np.int32)
-    ln_task = np.zeros((n, 2), dtype=np.int32)
-    lsave = np.zeros((n, 4), dtype=np.int32)
-    isave = np.zeros((n, 44), dtype=np.int32)
-    dsave = np.zeros((n, 29))
-    n_iter = np.zeros(n, dtype=int)
-    n_fev = np.zeros(n, dtype=int)
+    factr = ftol / np.finfo(float).eps
+    if (lower is None) != (upper is None):
+        raise ValueError("give both bounds or neither")
+    if lower is None:
+        lo, up = np.zeros(n), np.zeros(n)
+        nbd = np.zeros(n, dtype=np.int32)  # unbounded, as minimize() sets it for bounds=None
+    else:
+        lo, up = np.full(n, lower, dtype=float), np.full(n, upper, dtype=float)
+        nbd = np.full(n, 2, dtype=np.int32)  # both bounds finite
+        x = np.clip(x, lo, up)  # minimize() clips x0 into the bounds
+    g = np.zeros((n_prob, n))
+    wa = np.zeros((n_prob, 2 * m * n + 5 * n + 11 * m * m + 8 * m))
+    iwa = np.zeros((n_prob, 3 * n), dtype=np.int32)
+    task = np.zeros((n_prob, 2), dtype=np.int32)
+    ln_task = np.zeros((n_prob, 2), dtype=np.int32)
+    lsave = np.zeros((n_prob, 4), dtype=np.int32)
+    isave = np.zeros((n_prob, 44), dtype=np.int32)
+    dsave = np.zeros((n_prob, 29))
+    # Each problem's setulb arguments as row views, built once: setulb updates them in place, and indexing
+    # nine arrays on every call cost as much as the call itself. Plain lists for the per-problem scalars.
+    head = [(m, x[i], lo, up, nbd) for i in range(n_prob)]
+    tail = [
+        (g[i], factr, gtol, wa[i], iwa[i], task[i], lsave[i], isave[i], dsave[i], LBFGSB_MAXLS, ln_task[i])
+        for i in range(n_prob)
+    ]
+    f = [0.0] * n_prob
+    n_iter = [0] * n_prob
+    n_fev = [0] * n_prob
 
     # minimize() evaluates at x0 first and setulb's first request is x0 again; evaluating at that first
     # request instead gives the same numbers (the objective is deterministic).
-    pending = np.arange(n)
+    pending = list(range(n_prob))
     setulb = _LBFGSB.setulb
-    while len(pending):
+    while pending:
         ask: list[int] = []
         again: list[int] = []
         for i in pending:
-            setulb(m, x[i], lo, up, nbd, f[i], g[i], factr, LBFGSB_GTOL, wa[i], iwa[i], task[i],
-                   lsave[i], isave[i], dsave[i], LBFGSB_MAXLS, ln_task[i])  # fmt: skip
-            code = task[i, 0]
+            setulb(*head[i], f[i], *tail[i])
+            state = tail[i][5]  # this problem's task row
+            code = state[0]
             if code == TASK_FG:
                 ask.append(i)
             elif code == TASK_NEW_X:
                 n_iter[i] += 1
                 if n_iter[i] >= LBFGSB_MAXITER or n_fev[i] > LBFGSB_MAXFUN:
-                    task[i, 0] = 5  # STOP, as minimize() sets it; counts as not converged
+                    state[0] = 5  # STOP, as minimize() sets it; counts as not converged
                     continue
                 again.append(i)
         if ask:
             rows = np.asarray(ask)
-            f[rows], g[rows, 0] = fun_and_grad(rows, x[rows, 0])
-            n_fev[rows] += 1
-        pending = np.sort(np.asarray(ask + again, dtype=int))
-    return x[:, 0], task[:, 0] == TASK_CONVERGENCE
+            fx, gx = fun_and_grad(rows, x[rows, 0] if one_d else x[rows])
+            for i, value in zip(ask, np.asarray(fx, dtype=float).tolist(), strict=True):
+                f[i] = value
+                n_fev[i] += 1
+            g[rows] = np.reshape(gx, (len(rows), n))
+        pending = sorted(ask + again)
+    return (x[:, 0] if one_d else x), task[:, 0] == TASK_CONVERGENCE
+
+
+def _check_against_minimize(
+    fun_and_grad: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    bounds: tuple[float, float] | None,
+    options: dict[str, float],
+) -> bool:
+    """True when ``lbfgsb_lockstep`` ends exactly where ``scipy.optimize.minimize`` does on one problem."""
+    lower, upper = bounds if bounds is not None else (None, None)
+    got, ok = lbfgsb_lockstep(fun_and_grad, x0[None, :], lower, upper, options["ftol"], options["gtol"])
+    row = np.zeros(1, dtype=int)
+    ref = minimize(
+        lambda v: fun_and_grad(row, v[None, :])[0][0],
+        x0=x0,
+        jac=lambda v: fun_and_grad(row, v[None, :])[1][0],
+        method="L-BFGS-B",
+        bounds=None if bounds is None else [bounds] * len(x0),
+        options=options,
+    )
+    return bool(np.array_equal(got[0], ref.x)) and bool(ok[0]) == bool(ref.success)
 
 
 @functools.cache
 def lockstep_available() -> bool:
-    """True when SciPy's ``setulb`` is there and the lock-step driver reproduces ``minimize`` exactly."""
+    """True when SciPy's ``setulb`` is there and the lock-step driver reproduces ``minimize`` exactly,
+    on a bounded 1-D problem (as the dispersion fits) and an unbounded 3-D one (as the LFC shrinkage)."""
     if _LBFGSB is None:
-        log.warning("scipy.optimize._lbfgsb is unavailable: stock per-gene dispersion fits")
+        log.warning("scipy.optimize._lbfgsb is unavailable: stock per-gene optimiser fits")
         return False
 
     def fun_and_grad(rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (x - 0.3) ** 4 + np.cos(x), 4 * (x - 0.3) ** 3 - np.sin(x)
+        # A non-quadratic, coupled test function: (x - c)^4 terms plus a cosine of the sum.
+        centre = np.array([0.3, -1.2, 2.0])[: x.shape[1]]
+        d = x - centre
+        s = x.sum(axis=1)
+        return (d**4).sum(axis=1) + np.cos(s), 4 * d**3 - np.sin(s)[:, None]
 
     try:
-        got, ok = lbfgsb_lockstep(fun_and_grad, np.array([2.0]), -3.0, 3.0)
+        bounded = _check_against_minimize(
+            fun_and_grad, np.array([2.0]), (-3.0, 3.0), {"ftol": LBFGSB_FTOL, "gtol": LBFGSB_GTOL}
+        )
+        free = _check_against_minimize(
+            fun_and_grad, np.array([0.1, -0.1, 0.1]), None, {"ftol": SHRINK_FTOL, "gtol": SHRINK_GTOL}
+        )
     except (TypeError, ValueError, AttributeError) as exc:  # setulb's private signature changed
-        log.warning("SciPy setulb unusable (%s): stock per-gene dispersion fits", exc)
+        log.warning("SciPy setulb unusable (%s): stock per-gene optimiser fits", exc)
         return False
-    ref = minimize(
-        lambda v: fun_and_grad(np.zeros(1, dtype=int), v)[0][0],
-        x0=np.array([2.0]),
-        jac=lambda v: fun_and_grad(np.zeros(1, dtype=int), v)[1],
-        method="L-BFGS-B",
-        bounds=[(-3.0, 3.0)],
-    )
-    if got[0] != ref.x[0] or bool(ok[0]) != bool(ref.success):
-        log.warning("lock-step L-BFGS-B disagrees with scipy.optimize.minimize: stock dispersion fits")
+    if not (bounded and free):
+        log.warning(
+            "lock-step L-BFGS-B disagrees with scipy.optimize.minimize: stock per-gene optimiser fits"
+        )
         return False
     return True
 
@@ -427,28 +503,162 @@ def _wald_chunk(
     return pval, stat, se
 
 
+# ------------------------------------------------------------------------------- apeGLM LFC shrinkage
+
+
+class _ShrinkObjective:
+    """pydeseq2 ``nbinomGLM``'s objective for many genes: ``nbinomFn`` (NB negative log-likelihood plus the
+    apeGLM prior: normal on the unshrunk coefficients, Cauchy on the shrunk one) and its gradient, each
+    divided by the gene's scale constant ``max(nbinomFn(0), 1)``, term by term as stock evaluates them."""
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        design_matrix: np.ndarray,
+        size: np.ndarray,
+        offset: np.ndarray,
+        prior_no_shrink_scale: float,
+        prior_scale: float,
+        shrink_index: int,
+    ) -> None:
+        self.x = np.asarray(design_matrix, dtype=float)
+        num_vars = self.x.shape[1]
+        # genes x samples; stock mixes the integer counts into float arithmetic, exact below 2**53.
+        self.counts = np.ascontiguousarray(counts.T, dtype=float)
+        self.size = np.asarray(size, dtype=float)
+        self.log_size = np.log(self.size)
+        self.counts_plus_size = self.counts + self.size[:, None]  # the same sum stock forms at every call
+        self.offset = np.asarray(offset, dtype=float)
+        self.shrink_index = shrink_index
+        self.shrink_mask = np.zeros(num_vars)
+        self.shrink_mask[shrink_index] = 1
+        self.no_shrink_mask = np.ones(num_vars) - self.shrink_mask
+        self.prior_no_shrink_scale = prior_no_shrink_scale
+        self.prior_scale = prior_scale
+        # ``prior_scale ** 2`` on the object stock receives (a NumPy scalar squares with libm pow).
+        self.prior_scale_sq = prior_scale**2
+        rows = np.arange(len(self.size))
+        self.cnst = np.maximum(self.value(rows, np.zeros((len(rows), num_vars))), 1)
+
+    def value(self, rows: np.ndarray, beta: np.ndarray, xbeta: np.ndarray | None = None) -> np.ndarray:
+        """``nbinomFn`` of genes ``rows`` at ``beta`` (rows x coefficients), unscaled."""
+        if xbeta is None:
+            xbeta = _linear_predictor(self.x, beta)
+        normal = ((beta * self.no_shrink_mask) ** 2 / (2 * self.prior_no_shrink_scale**2)).sum(axis=1)
+        cauchy = np.log1p(_scalar_square(beta[:, self.shrink_index] / self.prior_scale))
+        log_mu_plus_size = np.logaddexp(xbeta + self.offset, self.log_size[rows, None])
+        nll = (self.counts[rows] * xbeta - self.counts_plus_size[rows] * log_mu_plus_size).sum(axis=1)
+        return (normal + cauchy) - nll
+
+    def __call__(self, rows: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled objective and gradient of genes ``rows`` at ``beta``."""
+        xbeta = _linear_predictor(self.x, beta)
+        cnst = self.cnst[rows]
+        fun = self.value(rows, beta, xbeta) / cnst
+        beta_k_sq = _scalar_square(beta[:, self.shrink_index])
+        d_neg_prior = (
+            beta * self.no_shrink_mask / self.prior_no_shrink_scale**2
+            + 2 * beta * self.shrink_mask / (self.prior_scale_sq + beta_k_sq)[:, None]
+        )
+        size = self.size[rows, None]
+        resid = self.counts[rows] - self.counts_plus_size[rows] / (1 + size * np.exp(-xbeta - self.offset))
+        d_nll = np.matmul(resid[:, None, :], self.x)[:, 0, :]  # a vector-matrix product per gene, as stock
+        return fun, (d_neg_prior - d_nll) / cnst[:, None]
+
+    def inverse_hessian(self, rows: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Inverse of ``nbinomGLM``'s unscaled Hessian at ``beta``, for genes ``rows``.
+
+        Stock adds ``np.diag(np.diag(prior curvature))``, i.e. the prior curvature vector, to every row of
+        X^T W X rather than to its diagonal; reproduced as is, since it decides which genes' shrunk
+        values pydeseq2 keeps (those with a finite SE) and the SE it reports.
+        """
+        xbeta = _linear_predictor(self.x, beta)
+        size = self.size[rows, None]
+        exp_xbeta_off = np.exp(xbeta + self.offset)
+        frac = self.counts_plus_size[rows] * size * exp_xbeta_off / (size + exp_xbeta_off) ** 2
+        h11 = 1 / self.prior_no_shrink_scale**2
+        beta_k_sq = _scalar_square(beta[:, self.shrink_index])
+        h22 = 2 * (self.prior_scale_sq - beta_k_sq) / _scalar_square(self.prior_scale_sq + beta_k_sq)
+        curvature = self.no_shrink_mask * h11 + self.shrink_mask * h22[:, None]
+        return np.linalg.inv(_weighted_gram(self.x, frac) + curvature[:, None, :])
+
+
+def _shrink_chunk(
+    counts: np.ndarray,
+    design_matrix: np.ndarray,
+    size: np.ndarray,
+    offset: np.ndarray,
+    prior_no_shrink_scale: float,
+    prior_scale: float,
+    shrink_index: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pydeseq2 ``nbinomGLM`` (L-BFGS-B) for a (samples x genes) chunk, optimiser states in lock step."""
+    objective = _ShrinkObjective(
+        counts, design_matrix, size, offset, prior_no_shrink_scale, prior_scale, shrink_index
+    )
+    n_genes, num_vars = counts.shape[1], objective.x.shape[1]
+    beta_init = np.ones(num_vars) * 0.1 * (-1) ** (np.arange(num_vars))  # stock's start, every gene
+    with np.errstate(all="ignore"):  # stock runs in workers that do not surface warnings either
+        beta, converged = lbfgsb_lockstep(
+            objective, np.tile(beta_init, (n_genes, 1)), None, None, SHRINK_FTOL, SHRINK_GTOL
+        )
+        # Converged genes only: a failed gene's iterate may not even give an invertible matrix, and stock
+        # replaces both its LFCs and its inverse Hessian below.
+        inv_hessian = np.full((n_genes, num_vars, num_vars), np.nan)
+        done = np.flatnonzero(converged)
+        inv_hessian[done] = objective.inverse_hessian(done, beta[done])
+    for g in np.flatnonzero(~converged):
+        # Stock re-runs the optimiser (it fails again) and, for a two-coefficient design, grid-searches.
+        beta[g], inv_hessian[g], converged[g] = utils.nbinomGLM(
+            design_matrix=design_matrix,
+            counts=counts[:, g],
+            size=size[g],
+            offset=offset,
+            prior_no_shrink_scale=prior_no_shrink_scale,
+            prior_scale=prior_scale,
+            optimizer="L-BFGS-B",
+            shrink_index=shrink_index,
+        )
+    return beta, inv_hessian, converged
+
+
+def _spot_genes(n_genes: int, n_check: int = SHRINK_SPOT_CHECK_GENES) -> np.ndarray:
+    """Evenly spread gene indices for the stock comparison."""
+    return np.unique(np.linspace(0, n_genes - 1, num=min(n_check, n_genes)).round().astype(int))
+
+
 # ------------------------------------------------------------------------------------------ interface
 
 
 class FastInference(DefaultInference):
-    """``DefaultInference`` with gene-vectorised IRLS, dispersion fits, Wald tests and linear starts.
+    """``DefaultInference`` with gene-vectorised IRLS, dispersion fits, Wald tests, linear starts and
+    apeGLM LFC shrinkage.
 
     Drop-in: ``DeseqDataSet(..., inference=FastInference(n_cpus=2))`` and the same object for
-    ``DeseqStats``. Methods not listed above (trend GLM, moments, LFC shrinkage, Wald tests with an
-    alternative hypothesis) are inherited unchanged and run as in stock.
+    ``DeseqStats``. Methods not listed above (trend GLM, moments, Wald tests with an alternative
+    hypothesis) are inherited unchanged and run as in stock. Each method writes its chunks' results
+    straight into its preallocated outputs, so its memory is the outputs plus O(chunk) work arrays.
     """
 
     def __init__(
         self, n_cpus: int | None = 1, backend: str = "threading", chunk_cells: int = CHUNK_CELLS
     ) -> None:
-        # The inherited per-gene methods (LFC shrinkage, one-sided Wald tests) keep stock's loky workers;
-        # ``backend`` ("threading" or a joblib process backend) only runs this class's gene chunks.
+        # The inherited per-gene methods (one-sided Wald tests, and any stock fallback) keep stock's loky
+        # workers; ``backend`` ("threading" or a joblib process backend) only runs this class's chunks.
         super().__init__(n_cpus=n_cpus, backend="loky")
         self._chunk_backend = backend
         self._chunk_cells = chunk_cells
 
-    def _map_chunks(self, func: Callable, n_genes: int, n_samples: int, make_args: Callable) -> list:
-        """Run ``func(*make_args(slice))`` over gene chunks, in parallel when it pays."""
+    def _map_chunks(
+        self,
+        func: Callable,
+        n_genes: int,
+        n_samples: int,
+        make_args: Callable[[slice], tuple],
+        store: Callable[[slice, Any], None],
+    ) -> None:
+        """Run ``func(*make_args(slice))`` over gene chunks, in parallel when it pays, handing each result
+        to ``store(slice, result)`` as it arrives (so finished chunks are not all held at once)."""
         workers = self.n_cpus if n_genes >= MIN_GENES_PER_WORKER * self.n_cpus else 1
         chunks = _chunks(n_genes, n_samples, workers, self._chunk_cells)
         if workers == 1 or self._chunk_backend == "threading":
@@ -456,14 +666,22 @@ class FastInference(DefaultInference):
             # vectors, and with OpenBLAS threads on a busy machine each of those calls costs milliseconds.
             with threadpool_limits(limits=1, user_api="blas"):
                 if workers == 1:
-                    return [func(*make_args(s)) for s in chunks]
+                    for s in chunks:
+                        store(s, func(*make_args(s)))
+                    return
                 # NumPy/SciPy release the GIL inside the batched kernels, so threads overlap there.
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    return list(pool.map(lambda s: func(*make_args(s)), chunks))
+                    for s, result in zip(
+                        chunks, pool.map(lambda s: func(*make_args(s)), chunks), strict=True
+                    ):
+                        store(s, result)
+                return
         with parallel_backend(self._chunk_backend, inner_max_num_threads=1):
-            return Parallel(n_jobs=workers, verbose=self._joblib_verbosity)(
+            results = Parallel(n_jobs=workers, verbose=self._joblib_verbosity, return_as="generator")(
                 delayed(func)(*make_args(s)) for s in chunks
             )
+            for s, result in zip(chunks, results, strict=True):
+                store(s, result)
 
     def lin_reg_mu(  # noqa: D102
         self,
@@ -472,13 +690,19 @@ class FastInference(DefaultInference):
         design_matrix: np.ndarray,
         min_mu: float,
     ) -> np.ndarray:
-        parts = self._map_chunks(
+        mu = np.empty(counts.shape)
+
+        def store(s: slice, part: np.ndarray) -> None:
+            mu[:, s] = part
+
+        self._map_chunks(
             _lin_mu_chunk,
             counts.shape[1],
             counts.shape[0],
             lambda s: (counts[:, s], size_factors, design_matrix, min_mu),
+            store,
         )
-        return np.concatenate(parts, axis=1)
+        return mu
 
     def irls(  # noqa: D102
         self,
@@ -493,10 +717,19 @@ class FastInference(DefaultInference):
         optimizer: Literal["BFGS", "L-BFGS-B"] = "L-BFGS-B",
         maxiter: int = 250,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        parts = self._map_chunks(
+        n_samples, n_genes = counts.shape
+        beta = np.empty((n_genes, np.shape(design_matrix)[1]))
+        mu = np.empty((n_samples, n_genes))
+        hat = np.empty((n_samples, n_genes))
+        converged = np.empty(n_genes, dtype=bool)
+
+        def store(s: slice, part: tuple) -> None:
+            beta[s], mu[:, s], hat[:, s], converged[s] = part
+
+        self._map_chunks(
             _irls_chunk,
-            counts.shape[1],
-            counts.shape[0],
+            n_genes,
+            n_samples,
             lambda s: (
                 counts[:, s],
                 size_factors,
@@ -509,14 +742,9 @@ class FastInference(DefaultInference):
                 optimizer,
                 maxiter,
             ),  # fmt: skip
+            store,
         )
-        beta, mu, hat, converged = zip(*parts, strict=True)
-        return (
-            np.concatenate(beta),
-            np.concatenate(mu, axis=1),
-            np.concatenate(hat, axis=1),
-            np.concatenate(converged),
-        )
+        return beta, mu, hat, converged
 
     def alpha_mle(  # noqa: D102
         self,
@@ -537,9 +765,16 @@ class FastInference(DefaultInference):
                 prior_reg, optimizer,
             )  # fmt: skip
         alpha_hat = np.asarray(alpha_hat, dtype=float)
-        parts = self._map_chunks(
+        n_genes = counts.shape[1]
+        alpha = np.empty(n_genes)
+        success = np.empty(n_genes, dtype=bool)
+
+        def store(s: slice, part: tuple) -> None:
+            alpha[s], success[s] = part
+
+        self._map_chunks(
             _alpha_mle_chunk,
-            counts.shape[1],
+            n_genes,
             counts.shape[0],
             lambda s: (
                 counts[:, s],
@@ -552,9 +787,9 @@ class FastInference(DefaultInference):
                 cr_reg,
                 prior_reg,
             ),  # fmt: skip
+            store,
         )
-        alpha, success = zip(*parts, strict=True)
-        return np.concatenate(alpha), np.concatenate(success)
+        return alpha, success
 
     def wald_test(  # noqa: D102
         self,
@@ -574,11 +809,112 @@ class FastInference(DefaultInference):
         disp = np.asarray(disp, dtype=float)
         lfc = np.asarray(lfc, dtype=float)
         contrast = np.asarray(contrast, dtype=float)
-        parts = self._map_chunks(
+        n_genes = mu.shape[1]
+        pvals, stats, se = np.empty(n_genes), np.empty(n_genes), np.empty(n_genes)
+
+        def store(s: slice, part: tuple) -> None:
+            pvals[s], stats[s], se[s] = part
+
+        self._map_chunks(
             _wald_chunk,
-            mu.shape[1],
+            n_genes,
             mu.shape[0],
             lambda s: (design_matrix, disp[s], lfc[s], mu[:, s], ridge_factor, contrast, lfc_null),
+            store,
         )
-        pvals, stats, se = zip(*parts, strict=True)
-        return np.concatenate(pvals), np.concatenate(stats), np.concatenate(se)
+        return pvals, stats, se
+
+    def lfc_shrink_nbinom_glm(  # noqa: D102
+        self,
+        design_matrix: np.ndarray,
+        counts: np.ndarray,
+        size: np.ndarray,
+        offset: np.ndarray,
+        prior_no_shrink_scale: float,
+        prior_scale: float,
+        optimizer: str,
+        shrink_index: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stock_args = (design_matrix, counts, size, offset, prior_no_shrink_scale, prior_scale, optimizer,
+                      shrink_index)  # fmt: skip
+        if optimizer != "L-BFGS-B" or not lockstep_available():
+            return super().lfc_shrink_nbinom_glm(*stock_args)
+        size = np.asarray(size, dtype=float)
+        offset = np.asarray(offset, dtype=float)
+        args = (design_matrix, size, offset, prior_no_shrink_scale, prior_scale, shrink_index)
+        if not self._shrink_agrees_with_stock(counts, *args):
+            return super().lfc_shrink_nbinom_glm(*stock_args)
+        n_genes, num_vars = counts.shape[1], np.shape(design_matrix)[1]
+        beta = np.empty((n_genes, num_vars))
+        inv_hessian = np.empty((n_genes, num_vars, num_vars))
+        converged = np.empty(n_genes, dtype=bool)
+
+        def store(s: slice, part: tuple) -> None:
+            beta[s], inv_hessian[s], converged[s] = part
+
+        self._map_chunks(
+            _shrink_chunk,
+            n_genes,
+            counts.shape[0],
+            lambda s: (
+                counts[:, s],
+                design_matrix,
+                size[s],
+                offset,
+                prior_no_shrink_scale,
+                prior_scale,
+                shrink_index,
+            ),  # fmt: skip
+            store,
+        )
+        return beta, inv_hessian, converged
+
+    def _shrink_agrees_with_stock(
+        self,
+        counts: np.ndarray,
+        design_matrix: np.ndarray,
+        size: np.ndarray,
+        offset: np.ndarray,
+        prior_no_shrink_scale: float,
+        prior_scale: float,
+        shrink_index: int,
+    ) -> bool:
+        """Fit a few genes both ways before trusting the vectorised shrinkage with all of them.
+
+        The lock-step driver is checked once against ``minimize``; this checks the objective, on this
+        data and this NumPy/BLAS build. Bit-identical is the expectation; anything beyond rounding level
+        (``SHRINK_SPOT_CHECK_TOL``) or a different convergence flag sends the whole call to stock.
+        """
+        genes = _spot_genes(counts.shape[1])
+        if not len(genes):
+            return True
+        with threadpool_limits(limits=1, user_api="blas"):
+            beta, _, ok = _shrink_chunk(counts[:, genes], design_matrix, size[genes], offset,
+                                        prior_no_shrink_scale, prior_scale, shrink_index)  # fmt: skip
+            ref = [
+                utils.nbinomGLM(
+                    design_matrix=design_matrix,
+                    counts=counts[:, g],
+                    size=size[g],
+                    offset=offset,
+                    prior_no_shrink_scale=prior_no_shrink_scale,
+                    prior_scale=prior_scale,
+                    optimizer="L-BFGS-B",
+                    shrink_index=shrink_index,
+                )  # fmt: skip
+                for g in genes
+            ]
+        ref_beta = np.array([r[0] for r in ref])
+        ref_ok = np.array([bool(r[2]) for r in ref])
+        with np.errstate(invalid="ignore"):
+            diff = float(np.nanmax(np.abs(beta - ref_beta), initial=0.0))
+        same_nan = bool((np.isnan(beta) == np.isnan(ref_beta)).all())
+        if diff > SHRINK_SPOT_CHECK_TOL or not same_nan or not (ok == ref_ok).all():
+            log.warning(
+                "vectorised LFC shrinkage differs from stock on %d check genes (max |diff| %.3g): stock fits",
+                len(genes), diff,
+            )  # fmt: skip
+            return False
+        if diff:
+            log.info("vectorised LFC shrinkage within %.3g of stock on the check genes", diff)
+        return True

@@ -9,7 +9,10 @@
   (:func:`pathway_score_boxes`).
 
 Each figure function takes in-memory AnnData / DataFrames and returns a matplotlib ``Figure``; the
-``*_from_files`` wrappers read the workflow's files and write PNG + SVG via :func:`il6axis.style.save`.
+``*_figure`` variants add the report's title from the DE summary, and the ``*_from_files`` wrappers read
+the workflow's files and write PNG + SVG via :func:`il6axis.style.save`. :func:`write_cohort_figures`
+draws all of them, the DE figures of :mod:`il6axis.plots` included, from one read of each input: it is
+the plot_cohort rule (one job per cohort).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import logging
 import re
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -29,10 +34,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
-import seaborn as sns  # noqa: E402
-from adjustText import adjust_text  # noqa: E402
+from matplotlib.cbook import boxplot_stats  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.groups import EXCLUDED, MILD, SEVERE  # noqa: E402
@@ -44,9 +48,21 @@ from il6axis.plots import (  # noqa: E402
     format_p,
     grid_shape,
     halo_text,
+    load_de,
+    ma_figure,
+    pvalue_histogram_figure,
     read_summary,
+    repel_labels,
+    volcano_figure,
 )
-from il6axis.style import DIVERGING_CMAP, SEVERITY_ORDER, SEVERITY_PALETTE, group_label, save  # noqa: E402
+from il6axis.style import (  # noqa: E402
+    DIVERGING_CMAP,
+    SEVERITY_ORDER,
+    SEVERITY_PALETTE,
+    despine,
+    group_label,
+    save,
+)
 
 log = logging.getLogger("il6axis.figures_cohort")
 
@@ -66,6 +82,10 @@ TIER_ORDER = ["core", "family", "STAT3-target", "acute-phase", "control"]
 # Ligands and receptors whose detection in blood is the first question about IL-6 signalling there.
 DETECTION_GENES = ["IL6", "IL6R", "IL6ST", "OSM", "LIF", "IL11"]
 Z_CLIP = 3.0
+# Small-multiple titles sit at a fixed height just above their axes (no tick labels on top). Left
+# unset, matplotlib re-measures every y axis at each draw to place each title: about a third of the
+# drawing time of a 17-panel figure, for the same position.
+TITLE_Y = 1.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -93,15 +113,24 @@ def _raw_counts(adata: ad.AnnData) -> pd.DataFrame:
     return pd.DataFrame(_dense(adata.X).astype(float), index=adata.obs_names, columns=adata.var_names)
 
 
-def _layer(adata: ad.AnnData, name: str, source: str) -> pd.DataFrame:
+def _layer(adata: ad.AnnData, name: str, source: str, genes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Samples x genes DataFrame of a layer, all genes or only ``genes`` (a panel: no dense copy of the
+    whole genome)."""
     if name not in adata.layers:
         raise InputError(
             f"{source}: expression AnnData lacks layer '{name}' (has {list(adata.layers)}); "
             f"rerun the expression_scores rule."
         )
-    return pd.DataFrame(
-        _dense(adata.layers[name]).astype(float), index=adata.obs_names, columns=adata.var_names
-    )
+    if genes is None:
+        return pd.DataFrame(
+            _dense(adata.layers[name]).astype(float), index=adata.obs_names, columns=adata.var_names
+        )
+    columns = adata.var_names.get_indexer(pd.Index(genes))
+    if (columns < 0).any():
+        missing = [g for g, c in zip(genes, columns, strict=True) if c < 0]
+        raise KeyError(f"{source}: genes {missing} not in the expression AnnData")
+    values = _dense(adata.layers[name][:, columns]).astype(float)
+    return pd.DataFrame(values, index=adata.obs_names, columns=pd.Index(genes))
 
 
 def box_strip(
@@ -110,29 +139,39 @@ def box_strip(
     groups: pd.Series,
     order: Sequence[str],
     log_scale: bool = False,
-) -> None:
+) -> pd.Series:
     """Open box (quartiles, whiskers to 1.5 IQR, no fliers: every point is drawn) plus jittered points per
-    group, coloured by the severity palette; tick labels carry the group size.
+    group, coloured by the severity palette; tick labels carry the group size. Returns each point's
+    jittered x (NaN where not drawn), so a caller can label a point where it actually is.
 
-    Plain matplotlib (seaborn's box/strip is ~10x slower for small multiples); the jitter is seeded so
-    reruns give identical files.
+    Plain matplotlib, and the box drawn as two lines per group (frame + whiskers + caps, and the median)
+    with matplotlib's own box statistics: the same picture as ``Axes.boxplot``, which builds six
+    artists per box and merges the whole rcParams for each (a third of a 17-panel figure's cost). The
+    jitter is seeded so reruns give identical files.
     """
     data = pd.DataFrame({"value": values.to_numpy(dtype=float), "group": groups.astype(str).to_numpy()})
+    x_drawn = np.full(len(data), np.nan)
     data = data[np.isfinite(data["value"])]
     order = [g for g in order if (data["group"] == g).any()]
     if not order:
-        return
+        return pd.Series(x_drawn, index=values.index)
     rng = np.random.default_rng(0)
+    xs, ys, colours = [], [], []
     for pos, group in enumerate(order):
-        y = data.loc[data["group"] == group, "value"].to_numpy()
+        rows = data.index[data["group"] == group]  # positions in ``values``
+        y = data.loc[rows, "value"].to_numpy()
         colour = SEVERITY_PALETTE.get(group, "#7f7f7f")
-        line = {"color": colour, "linewidth": 1.2}
-        ax.boxplot(
-            y, positions=[pos], widths=0.55, showfliers=False, boxprops=line, whiskerprops=line,
-            capprops=line, medianprops={"color": colour, "linewidth": 1.8}, manage_ticks=False,
-        )  # fmt: skip
-        x = pos + rng.uniform(-0.18, 0.18, size=len(y))
-        ax.scatter(x, y, s=13, color=colour, alpha=0.85, edgecolors="white", linewidths=0.4, zorder=3)
+        frame_x, frame_y, median_x, median_y = box_lines(y, pos)
+        ax.plot(frame_x, frame_y, color=colour, linewidth=1.2)
+        ax.plot(median_x, median_y, color=colour, linewidth=1.8)
+        xs.append(pos + rng.uniform(-0.18, 0.18, size=len(y)))
+        x_drawn[rows] = xs[-1]
+        ys.append(y)
+        colours.extend([colour] * len(y))
+    ax.scatter(
+        np.concatenate(xs), np.concatenate(ys), s=13, color=colours, alpha=0.85, edgecolors="white",
+        linewidths=0.4, zorder=3,
+    )  # fmt: skip
     n = data["group"].value_counts()
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels([group_label(g, int(n.get(g, 0))) for g in order])
@@ -141,14 +180,63 @@ def box_strip(
     if log_scale:
         ax.set_yscale("log")
         _log_ticks(ax)
-    sns.despine(ax=ax)
+    despine(ax)
+    return pd.Series(x_drawn, index=values.index)
+
+
+BOX_WIDTH = 0.55
+
+
+def box_lines(
+    values: np.ndarray, pos: float, width: float = BOX_WIDTH
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Line coordinates of one box at x = ``pos``: the frame (quartile box, whiskers to the furthest
+    point within 1.5 IQR, caps half the box width; NaN breaks between the pieces) and the median.
+    Statistics from ``matplotlib.cbook.boxplot_stats``, as ``Axes.boxplot`` uses them."""
+    stats = boxplot_stats(values, whis=1.5)[0]
+    q1, q3, low, high = stats["q1"], stats["q3"], stats["whislo"], stats["whishi"]
+    left, right = pos - width / 2, pos + width / 2
+    cap_left, cap_right = pos - width / 4, pos + width / 4
+    nan = float("nan")
+    frame_x = [left, right, right, left, left, nan, pos, pos, nan, pos, pos, nan]
+    frame_y = [q1, q1, q3, q3, q1, nan, q1, low, nan, q3, high, nan]
+    frame_x += [cap_left, cap_right, nan, cap_left, cap_right]
+    frame_y += [low, low, nan, high, high]
+    return frame_x, frame_y, [left, right], [stats["med"], stats["med"]]
+
+
+def log_scale_name(source: ad.AnnData | Mapping) -> str:
+    """Name of the cohort's log expression scale for labels: the VST for counts, log2(value + 1) for a
+    cohort that publishes normalised values only (its ``vst`` layer holds that instead)."""
+    uns = source.uns if isinstance(source, ad.AnnData) else source
+    normalised = uns.get("value_type") == "normalised" or uns.get("scale") == "log2_normalised"
+    return "log2(normalised + 1)" if normalised else "VST"
 
 
 def _log_ticks(ax: plt.Axes) -> None:
-    """Labelled ticks on a log y axis from the sparsest 'nice' series (1; 1-2-5; 1-1.5-2-3-5-7; ...) that
-    puts 3 to 6 ticks inside the limits: matplotlib's default leaves one tick, or none, on panels spanning
-    less than a decade, and its fallback crowds them."""
+    """Labelled ticks (3 to 6) on a log y axis; matplotlib's default leaves one tick, or none, on panels
+    spanning less than a decade, and its fallback crowds them.
+
+    Under a 3-fold span the log axis is nearly linear: round linear steps (100s, 2500s, ...) cover it
+    evenly, where the 1-2-5 style series below would bunch all ticks into one end of the panel.
+    Otherwise the sparsest 'nice' series (1; 1-2-5; 1-1.5-2-3-5-7; ...) with 3 to 6 ticks inside the
+    limits.
+    """
     low, high = ax.get_ylim()
+    chosen = log_axis_ticks(low, high)
+    ax.yaxis.set_major_locator(FixedLocator(chosen))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def log_axis_ticks(low: float, high: float) -> list[float]:
+    """Tick values for a log axis from ``low`` to ``high`` (both > 0); see :func:`_log_ticks`."""
+    if np.log10(high / low) < np.log10(3.0):
+        for n_bins in range(3, 8):
+            locator = MaxNLocator(nbins=n_bins, steps=[1, 2, 2.5, 5, 10])
+            ticks = [float(t) for t in locator.tick_values(low, high) if low <= t <= high]
+            if 3 <= len(ticks) <= 6:
+                return ticks
     decades = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
     series = [
         (1.0,),
@@ -159,10 +247,7 @@ def _log_ticks(ax: plt.Axes) -> None:
     ]
     options = [[m * 10.0**d for d in decades for m in subs if low <= m * 10.0**d <= high] for subs in series]
     chosen = next((t for t in options if 3 <= len(t) <= 6), None)
-    chosen = chosen or next((t for t in options if 2 <= len(t) <= 8), options[-1])
-    ax.yaxis.set_major_locator(FixedLocator(chosen))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_locator(NullLocator())
+    return chosen or next((t for t in options if 2 <= len(t) <= 8), options[-1])
 
 
 def _message_panel(ax: plt.Axes, message: str) -> None:
@@ -204,12 +289,14 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     table = library_table(adata)
     n = _counts_by_group(table["severity"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
-    for ax, column, ylabel in (
-        (axes[0], "total_millions", "library size (million counts)"),
-        (axes[1], "detected_genes", "detected genes (count > 0)"),
-    ):
-        box_strip(ax, table[column], table["severity"], ALL_GROUPS)
-        ax.set_ylabel(ylabel)
+    point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS)
+    axes[0].set_ylabel(
+        "sum of normalised values (millions)"
+        if adata.uns.get("value_type") == "normalised"
+        else "library size (million counts)"
+    )
+    box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS)
+    axes[1].set_ylabel("detected genes (count > 0)")
     # Library size from zero so relative depth reads off the axis; detected genes on their own range
     # (they vary by a few percent and would flatten against zero).
     axes[0].set_ylim(bottom=0)
@@ -220,14 +307,14 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
         note = f"every sample detects ≥ 99% of the matrix's {n_genes} genes:\nmatrix probably pre-filtered"
         axes[1].set_title(note, fontsize=8, color="0.3")  # above the axes: never over a point
     low = table[table["total_millions"] < LOW_LIBRARY_FRACTION * table["total_millions"].median()]
-    order = [g for g in ALL_GROUPS if n[g]]
+    # Each label starts on its own (jittered) point, so the leader line ends at the right sample.
     texts = [
-        halo_text(axes[0], order.index(r.severity) + 0.12, r.total_millions, str(idx), fontsize=7)
+        halo_text(axes[0], point_x[idx], r.total_millions, str(idx), fontsize=7)
         for idx, r in low.iterrows()
-        if r.severity in order
+        if np.isfinite(point_x[idx])
     ]
     if texts:
-        adjust_text(texts, ax=axes[0], arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
+        repel_labels(texts, axes[0], arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
     excluded = f", {n[EXCLUDED]} excluded" if n[EXCLUDED] else ""
     what = f"library size and detected genes per sample (all {len(table)} samples{excluded})"
     fig.suptitle(contrast_title(_cohort_name(adata), n, what), fontsize=10)
@@ -365,29 +452,21 @@ def sex_check(adata: ad.AnnData, markers: pd.DataFrame) -> plt.Figure:
     elif not (info["female_genes"] and info["male_genes"]):
         present, key = (female, "log_female") if info["female_genes"] else (male, "log_male")
         order = [s for s in ("female", "male", "unknown") if (table["recorded"] == s).any()]
-        sns.stripplot(
-            data=table.assign(recorded=table["recorded"].astype(str)),
-            x="recorded",
-            y=key,
-            order=order,
-            hue="recorded",
-            palette=SEX_PALETTE,
-            jitter=0.2,
-            size=5,
-            legend=False,
-            ax=ax,
-        )
+        rng = np.random.default_rng(0)  # seeded jitter: reruns write identical files
+        for pos, s in enumerate(order):
+            y = table.loc[table["recorded"] == s, key].to_numpy(dtype=float)
+            x = pos + rng.uniform(-0.2, 0.2, size=len(y))
+            ax.scatter(x, y, s=25, color=SEX_PALETTE[s], linewidths=0, zorder=3)
+        ax.set_xlim(-0.6, len(order) - 0.4)
         counts_sex = table["recorded"].value_counts()
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{s} (n={counts_sex[s]})" for s in order])
         ax.set_xlabel("recorded sex")
         ax.set_ylabel(f"{present}, log2(CPM + 1)")
-        ax.text(
-            0.02, 0.98, f"{' and '.join(missing)} absent from the count matrix: no sex call",
-            transform=ax.transAxes, va="top", fontsize=8,
-        )  # fmt: skip
-        sns.despine(ax=ax)
-        what = f"sex check: {present} by recorded sex ({' and '.join(missing)} absent)"
+        despine(ax)
+        # In the title rather than inside the axes, where it could cover the top points.
+        absent = " and ".join(missing)
+        what = f"sex check: {present} by recorded sex ({absent} absent from the matrix: no sex call)"
     else:
         _sex_scatter(ax, table, female, male)
         if info["sex_column"] is None:
@@ -436,11 +515,11 @@ def _sex_scatter(ax: plt.Axes, table: pd.DataFrame, female: str, male: str) -> N
         halo_text(ax, r.log_female, r.log_male, str(idx), fontsize=8) for idx, r in discordant.iterrows()
     ]
     if texts:
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.6})
+        repel_labels(texts, ax, arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.6})
     ax.set_xlabel(f"{female} (female marker), log2(CPM + 1)")
     ax.set_ylabel(f"{male} (male marker), log2(CPM + 1)")
     ax.set_aspect("equal", adjustable="box")
-    sns.despine(ax=ax)
+    despine(ax)
     counts_sex = table["recorded"].value_counts()
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=SEX_PALETTE[s], markersize=6)
@@ -470,15 +549,22 @@ def sex_check_from_files(
     """Sex-check figure of the cohort AnnData; returns the per-sample table (logged discordances)."""
     adata = ad.read_h5ad(cohort_path)
     markers = pd.read_csv(markers_path, sep="\t")
-    table, info = sex_check_table(adata, markers)
+    table = log_sex_check(adata, markers)
     save(sex_check(adata, markers), out_paths)
+    log.info("sex check written to %s", list(map(str, out_paths)))
+    return table
+
+
+def log_sex_check(adata: ad.AnnData, markers: pd.DataFrame) -> pd.DataFrame:
+    """The per-sample sex-check table, with the discordant samples written to the log (the rule's log is
+    where a reviewer looks for sample swaps)."""
+    table, info = sex_check_table(adata, markers)
     flagged = list(table.index[table["discordant"]])
     log.info(
-        "sex check (recorded sex from %s): %d discordant sample(s) %s; written to %s",
+        "sex check (recorded sex from %s): %d discordant sample(s) %s",
         info["sex_column"],
         len(flagged),
         flagged,
-        list(map(str, out_paths)),
     )
     return table
 
@@ -528,7 +614,7 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.4, 5.6), dpi=150)
     if len(vst) < 3:
         _message_panel(ax, f"PCA needs at least 3 samples; the contrast has {len(vst)}.")
-        ax.set_title(contrast_title(cohort, n, "PCA of VST expression"), fontsize=10)
+        ax.set_title(contrast_title(cohort, n, f"PCA of {log_scale_name(adata)} expression"), fontsize=10)
         return fig
     coords, ratio = pca_vst(vst, n_top)
     frame = coords[["PC1", "PC2"]].assign(severity=severity.to_numpy(), sex=sex.reindex(vst.index).to_numpy())
@@ -542,7 +628,7 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     )
     texts = [halo_text(ax, r.PC1, r.PC2, str(idx), fontsize=7) for idx, r in frame[outlier].iterrows()]
     if texts:
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
+        repel_labels(texts, ax, arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% variance)")
     ax.axhline(0, color="0.85", lw=0.6, zorder=0)
@@ -557,11 +643,11 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
             handles.append(plt.Line2D([], [], marker=SEX_MARKERS[s], ls="", color="0.35", markersize=7))
             labels.append(f"{s} (n={sex_n[s]})" if s != "unknown" else f"sex not recorded (n={sex_n[s]})")
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
-    what = f"PCA of VST expression, top {min(n_top, vst.shape[1])} most variable genes"
+    what = f"PCA of {log_scale_name(adata)} expression, top {min(n_top, vst.shape[1])} most variable genes"
     if outlier.any():
         what += f"; labelled: > {PCA_OUTLIER_Z:g} robust SD"
     ax.set_title(contrast_title(cohort, n, what), fontsize=10)
-    sns.despine(ax=ax)
+    despine(ax)
     fig.tight_layout()
     return fig
 
@@ -602,17 +688,17 @@ def panel_heatmap(adata: ad.AnnData, panel_de: pd.DataFrame, alpha: float, title
     map, so a missing ligand is visible rather than silently dropped.
     """
     cohort = _cohort_name(adata)
-    vst = _layer(adata, "vst", cohort)
     severity = _severity(adata.obs, cohort)
     keep = severity.isin(SEVERITY_ORDER)
-    samples = (
-        pd.DataFrame({"severity": severity[keep]})
-        .assign(rank=lambda d: d["severity"].map({g: i for i, g in enumerate(SEVERITY_ORDER)}))
-        .sort_values(["rank"], kind="stable")
+    samples = pd.DataFrame({"severity": severity[keep]}).assign(
+        rank=lambda d: d["severity"].map({g: i for i, g in enumerate(SEVERITY_ORDER)})
     )
-    samples = samples.loc[sorted(samples.index, key=lambda s: (samples.loc[s, "rank"], str(s)))]
-    rows = _panel_order(panel_de, list(vst.columns))
-    absent = [g for g in panel_de["symbol"].astype(str) if g not in set(vst.columns)]
+    # Mild first, then severe; within a group by sample id.
+    samples = samples.iloc[np.lexsort((samples.index.astype(str).to_numpy(), samples["rank"].to_numpy()))]
+    present = set(adata.var_names)
+    rows = _panel_order(panel_de, present)
+    absent = [g for g in panel_de["symbol"].astype(str) if g not in present]
+    vst = _layer(adata, "vst", cohort, list(dict.fromkeys(rows["symbol"].astype(str))))
     z = zscore_genes(vst.loc[samples.index, rows["symbol"]]).T.clip(-Z_CLIP, Z_CLIP)
     padj = pd.to_numeric(rows.get("padj"), errors="coerce").to_numpy()
     labels = [f"{g} *" if p < alpha else g for g, p in zip(rows["symbol"], padj, strict=True)]
@@ -647,7 +733,9 @@ def panel_heatmap(adata: ad.AnnData, panel_de: pd.DataFrame, alpha: float, title
         z.to_numpy(dtype=float), aspect="auto", cmap=DIVERGING_CMAP, vmin=-Z_CLIP, vmax=Z_CLIP,
         interpolation="nearest", extent=(0, n_samples, n_genes, 0),
     )  # fmt: skip
-    fig.colorbar(image, cax=ax_cbar, extend="both", label="z-score of VST expression (clipped at ±3)")
+    fig.colorbar(
+        image, cax=ax_cbar, extend="both", label=f"z-score of {log_scale_name(adata)} (clipped at ±3)"
+    )
     ax.set_yticks(np.arange(n_genes) + 0.5)
     ax.set_yticklabels(labels)
     if n_samples <= 60:
@@ -714,15 +802,22 @@ def panel_heatmap_from_files(
 ) -> None:
     """IL-6 panel heatmap of the expression AnnData's VST layer."""
     adata = ad.read_h5ad(expression_path)
-    panel = pd.read_csv(panel_de_path, sep="\t")
-    summary = read_summary(summary_path)
-    n_present = int(panel["symbol"].isin(set(adata.var_names)).sum())
-    what = f"IL-6 panel: z-scored VST of {n_present} genes present, grouped by tier"
     save(
-        panel_heatmap(adata, panel, alpha, contrast_title(summary["cohort"], summary["n_per_group"], what)),
+        panel_heatmap_figure(adata, pd.read_csv(panel_de_path, sep="\t"), read_summary(summary_path), alpha),
         out_paths,
     )
-    log.info("panel heatmap (%d genes) written to %s", n_present, list(map(str, out_paths)))
+    log.info("panel heatmap written to %s", list(map(str, out_paths)))
+
+
+def panel_heatmap_figure(
+    adata: ad.AnnData, panel_de: pd.DataFrame, summary: Mapping, alpha: float
+) -> plt.Figure:
+    """:func:`panel_heatmap` with the report's title (cohort, n per group, genes present)."""
+    n_present = int(panel_de["symbol"].isin(set(adata.var_names)).sum())
+    what = f"IL-6 panel: z-scored {log_scale_name(adata)} of {n_present} genes present, grouped by tier"
+    return panel_heatmap(
+        adata, panel_de, alpha, contrast_title(summary["cohort"], summary["n_per_group"], what)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -762,7 +857,8 @@ def panel_gene_boxes(
 ) -> plt.Figure:
     """Small multiples: normalised counts + 1 (log axis) by severity per gene, DE estimate in the title."""
     cohort = _cohort_name(adata)
-    norm = _layer(adata, "normalised", cohort)
+    present = set(adata.var_names)
+    norm = _layer(adata, "normalised", cohort, [g for g in dict.fromkeys(genes) if g in present])
     severity = _severity(adata.obs, cohort)
     keep = severity.isin(SEVERITY_ORDER).to_numpy()
     norm, severity = norm.loc[keep], severity[keep]
@@ -780,7 +876,7 @@ def panel_gene_boxes(
         else:
             _message_panel(ax, "absent from the\ncount matrix")
             note = ""
-        ax.set_title(f"{gene}\n{note}" if note else gene, fontsize=7.5, loc="center")
+        ax.set_title(f"{gene}\n{note}" if note else gene, fontsize=7.5, loc="center", y=TITLE_Y)
         ax.set_ylabel("")
     for ax in axes.flat[len(genes) :]:
         ax.set_visible(False)
@@ -801,12 +897,19 @@ def panel_genes_from_files(
     """Per-gene figure of the IL-6 core (default :func:`default_panel_genes`)."""
     adata = ad.read_h5ad(expression_path)
     panel = pd.read_csv(panel_de_path, sep="\t")
-    summary = read_summary(summary_path)
-    genes = list(genes) if genes is not None else default_panel_genes(panel)
+    save(panel_genes_figure(adata, panel, read_summary(summary_path), genes), out_paths)
+    log.info("panel gene figure written to %s", list(map(str, out_paths)))
+
+
+def panel_genes_figure(
+    adata: ad.AnnData, panel_de: pd.DataFrame, summary: Mapping, genes: Sequence[str] | None = None
+) -> plt.Figure:
+    """:func:`panel_gene_boxes` of ``genes`` (default :func:`default_panel_genes`) with the report's title."""
+    genes = list(genes) if genes is not None else default_panel_genes(panel_de)
     what = "IL-6 core genes: DESeq2-normalised counts; log2FC [95% CI] severe vs mild"
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    save(panel_gene_boxes(adata, panel, genes, title), out_paths)
-    log.info("panel gene figure (%d genes) written to %s", len(genes), list(map(str, out_paths)))
+    return panel_gene_boxes(
+        adata, panel_de, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -849,7 +952,7 @@ def panel_detection(panel_expression: pd.DataFrame, genes: Sequence[str], title:
         ax.set_ylim(0, 112)
         ax.set_yticks(range(0, 101, 20))
         ax.set_title(what, fontsize=9)
-        sns.despine(ax=ax)
+        despine(ax)
     axes[0].set_ylabel("samples (%)")
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     fig.text(0.01, 0.01, "Under each gene: median CPM over both groups.", fontsize=7, ha="left", va="bottom")
@@ -872,13 +975,18 @@ def panel_detection_from_files(
 ) -> None:
     """Detection-rate bars of the IL-6-family ligands and receptors."""
     table = pd.read_csv(panel_expression_path, sep="\t")
-    summary = read_summary(summary_path)
-    what = "detection of IL-6-family ligands and receptors"
-    save(
-        panel_detection(table, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)),
-        out_paths,
-    )
+    save(panel_detection_figure(table, read_summary(summary_path), genes), out_paths)
     log.info("detection figure written to %s", list(map(str, out_paths)))
+
+
+def panel_detection_figure(
+    panel_expression: pd.DataFrame, summary: Mapping, genes: Sequence[str] = DETECTION_GENES
+) -> plt.Figure:
+    """:func:`panel_detection` with the report's title."""
+    what = "detection of IL-6-family ligands and receptors"
+    return panel_detection(
+        panel_expression, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -887,7 +995,12 @@ def panel_detection_from_files(
 
 
 def pathway_score_boxes(
-    scores: pd.DataFrame, models: pd.DataFrame, title: str, method: str = "mean_z", n_cols: int = 4
+    scores: pd.DataFrame,
+    models: pd.DataFrame,
+    title: str,
+    method: str = "mean_z",
+    scale: str = "VST",
+    n_cols: int = 4,
 ) -> plt.Figure:
     """Per gene set: per-sample score by severity, with the covariate-adjusted OLS difference annotated."""
     needed = {"sample_id", "severity", "set", "method", "score"}
@@ -913,14 +1026,14 @@ def pathway_score_boxes(
         else:
             _message_panel(ax, "no score\n(too few genes present)")
         note = _model_note(models.loc[name] if name in models.index else None)
-        ax.set_title(f"{name}\n{note}", fontsize=7.5)
+        ax.set_title(f"{name}\n{note}", fontsize=7.5, y=TITLE_Y)
         ax.set_ylabel("")
     for ax in axes.flat[len(sets) :]:
         ax.set_visible(False)
     if not sets:
         _message_panel(axes.flat[0], f"no '{method}' scores")
     for ax in axes[:, 0]:
-        ax.set_ylabel("score (mean z of VST)" if method == "mean_z" else f"score ({method})", fontsize=8)
+        ax.set_ylabel(f"score (mean z of {scale})" if method == "mean_z" else f"score ({method})", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(h_pad=1.2)
     return fig
@@ -946,15 +1059,109 @@ def pathway_scores_from_files(
     """Pathway-score figure (one panel per gene set) of the scores and score-model tables."""
     scores = pd.read_csv(scores_path, sep="\t")
     models = pd.read_csv(models_path, sep="\t")
-    summary = read_summary(summary_path)
-    level = 100 * (1 - float(summary.get("alpha", 0.05)))
-    what = f"pathway scores (mean z of VST); Δ = severe − mild, OLS with covariates [{level:g}% CI], BH padj"
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    save(pathway_score_boxes(scores, models, title, method), out_paths)
+    save(pathway_scores_figure(scores, models, read_summary(summary_path), method), out_paths)
     log.info("pathway score figure written to %s", list(map(str, out_paths)))
 
 
+def pathway_scores_figure(
+    scores: pd.DataFrame, models: pd.DataFrame, summary: Mapping, method: str = "mean_z"
+) -> plt.Figure:
+    """:func:`pathway_score_boxes` with the report's title (confidence level from the DE summary)."""
+    level = 100 * (1 - float(summary.get("alpha", 0.05)))
+    scale = log_scale_name(summary)
+    what = (
+        f"pathway scores (mean z of {scale}); Δ = severe − mild, OLS with covariates [{level:g}% CI], BH padj"
+    )
+    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
+    return pathway_score_boxes(scores, models, title, method, scale)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Every per-cohort figure in one pass (the plot_cohort rule)
+# ----------------------------------------------------------------------------------------------------
+
+# The figures, in the order they are drawn, by the names write_cohort_figures expects in ``outputs``.
+COHORT_FIGURES = (
+    "library_sizes",
+    "sex_check",
+    "pca",
+    "volcano",
+    "ma",
+    "pvalue_histogram",
+    "panel_heatmap",
+    "panel_genes",
+    "panel_detection",
+    "pathway_scores",
+)
+
+
+@dataclass(frozen=True)
+class CohortFigureInputs:
+    """The files the per-cohort figures read: cohort and expression AnnData, severity markers, the DE
+    results / IL-6 panel / summary, panel detection, pathway scores and their models."""
+
+    cohort: str | Path
+    expression: str | Path
+    markers: str | Path
+    de_results: str | Path
+    panel_de: str | Path
+    panel_expression: str | Path
+    summary: str | Path
+    scores: str | Path
+    score_models: str | Path
+
+
+def write_cohort_figures(
+    inputs: CohortFigureInputs, outputs: Mapping[str, Sequence[str | Path]], alpha: float
+) -> dict[str, float]:
+    """Draw every per-cohort figure (QC, DE, IL-6 panel, pathway scores) and write each to its paths.
+
+    ``outputs`` maps each name of :data:`COHORT_FIGURES` to its PNG + SVG paths. Each input is read once
+    and shared by the figures that need it; one job per cohort, rather than one per figure group, pays
+    the Python imports and the AnnData reads once. Returns seconds spent per figure (also logged).
+    """
+    missing = [name for name in COHORT_FIGURES if name not in outputs]
+    unknown = [name for name in outputs if name not in COHORT_FIGURES]
+    if missing or unknown:
+        raise ValueError(
+            f"cohort figure outputs: missing {missing}, unknown {unknown}; expected {COHORT_FIGURES}"
+        )
+    cohort = ad.read_h5ad(inputs.cohort)
+    expression = ad.read_h5ad(inputs.expression)
+    markers = pd.read_csv(inputs.markers, sep="\t")
+    de = load_de(inputs.de_results)
+    panel = pd.read_csv(inputs.panel_de, sep="\t")
+    summary = read_summary(inputs.summary)
+    builders: dict[str, Callable[[], plt.Figure]] = {
+        "library_sizes": lambda: library_sizes(cohort),
+        "sex_check": lambda: sex_check(cohort, markers),
+        "pca": lambda: pca_plot(expression),
+        "volcano": lambda: volcano_figure(de, panel, summary, alpha),
+        "ma": lambda: ma_figure(de, panel, summary, alpha),
+        "pvalue_histogram": lambda: pvalue_histogram_figure(de, summary),
+        "panel_heatmap": lambda: panel_heatmap_figure(expression, panel, summary, alpha),
+        "panel_genes": lambda: panel_genes_figure(expression, panel, summary),
+        "panel_detection": lambda: panel_detection_figure(
+            pd.read_csv(inputs.panel_expression, sep="\t"), summary
+        ),
+        "pathway_scores": lambda: pathway_scores_figure(
+            pd.read_csv(inputs.scores, sep="\t"), pd.read_csv(inputs.score_models, sep="\t"), summary
+        ),
+    }
+    log_sex_check(cohort, markers)
+    seconds: dict[str, float] = {}
+    for name in COHORT_FIGURES:
+        started = time.perf_counter()
+        save(builders[name](), outputs[name])
+        seconds[name] = time.perf_counter() - started
+        log.info("%s written to %s (%.1f s)", name, list(map(str, outputs[name])), seconds[name])
+    return seconds
+
+
 __all__ = [
+    "COHORT_FIGURES",
+    "CohortFigureInputs",
+    "box_lines",
     "box_strip",
     "default_panel_genes",
     "de_annotation",
@@ -962,14 +1169,20 @@ __all__ = [
     "library_sizes",
     "library_sizes_from_files",
     "library_table",
+    "log_axis_ticks",
+    "log_sex_check",
     "normalise_sex",
     "panel_detection",
+    "panel_detection_figure",
     "panel_detection_from_files",
     "panel_gene_boxes",
+    "panel_genes_figure",
     "panel_genes_from_files",
     "panel_heatmap",
+    "panel_heatmap_figure",
     "panel_heatmap_from_files",
     "pathway_score_boxes",
+    "pathway_scores_figure",
     "pathway_scores_from_files",
     "pca_from_files",
     "pca_plot",
@@ -978,5 +1191,6 @@ __all__ = [
     "sex_check",
     "sex_check_from_files",
     "sex_check_table",
+    "write_cohort_figures",
     "zscore_genes",
 ]

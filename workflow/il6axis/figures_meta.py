@@ -104,7 +104,15 @@ def _fmt_q(q: float) -> str:
 
 def _cohort_rows(forest: pd.DataFrame, cohorts: Sequence[str] | None) -> pd.DataFrame:
     """One row per cohort (cohort, tissue, stratum) in display order: material strata, then given order."""
-    rows = forest[forest["row_type"] == "cohort"].drop_duplicates("cohort")[["cohort", "tissue"]]
+    cohort_part = forest[forest["row_type"] == "cohort"]
+    # A cohort on another effect scale (log2 normalised values) is drawn but not pooled (meta.run_meta).
+    pooled = (
+        cohort_part["pooled"].astype(str).str.lower().isin(["true", "1"])
+        if "pooled" in cohort_part.columns
+        else pd.Series(True, index=cohort_part.index)
+    )
+    rows = cohort_part.drop_duplicates("cohort")[["cohort", "tissue"]]
+    rows["pooled"] = rows["cohort"].map(pooled.groupby(cohort_part["cohort"]).any())
     order = list(cohorts) if cohorts is not None else list(rows["cohort"])
     rows = rows.set_index("cohort").reindex([c for c in order if c in set(rows["cohort"])]).reset_index()
     rows["stratum"] = rows["tissue"].map(lambda t: _TISSUE_STRATUM.get(str(t), "other"))
@@ -121,16 +129,17 @@ def _layout(cohort_rows: pd.DataFrame, meta_strata: Sequence[str]) -> list[tuple
     cross-material ``all`` row only when it would pool more cohorts than any single stratum does.
     """
     layout: list[tuple[str, str, str]] = []
-    sizes = cohort_rows["stratum"].value_counts()
+    sizes = cohort_rows.loc[cohort_rows["pooled"], "stratum"].value_counts()
     for stratum in STRATUM_ORDER:
         members = cohort_rows[cohort_rows["stratum"] == stratum]
         for rec in members.itertuples():
-            layout.append(
-                ("cohort", rec.cohort, f"{rec.cohort} ({TISSUE_LABEL.get(rec.tissue, rec.tissue)})")
-            )
-        if len(members) >= 2 and stratum in meta_strata:
+            tissue = TISSUE_LABEL.get(rec.tissue, rec.tissue)
+            label = f"{rec.cohort} ({tissue})" if rec.pooled else f"{rec.cohort} ({tissue}, not pooled)"
+            layout.append(("cohort", rec.cohort, label))
+        if int(members["pooled"].sum()) >= 2 and stratum in meta_strata:
             layout.append(("pooled", stratum, STRATUM_LABEL[stratum]))
-    if "all" in meta_strata and len(cohort_rows) >= 2 and len(cohort_rows) > sizes.max():
+    n_pooled = int(cohort_rows["pooled"].sum())
+    if "all" in meta_strata and n_pooled >= 2 and n_pooled > sizes.max():
         layout.append(("pooled", "all", STRATUM_LABEL["all"]))
     return layout
 
@@ -223,6 +232,7 @@ def _forest_panel(
     meta_f: pd.DataFrame,
     stratum_of: Mapping[str, str],
     tissue_of: Mapping[str, str],
+    not_pooled: frozenset[str] = frozenset(),
 ) -> bool:
     """Draw one feature's forest panel; True when a pooled interval runs past the panel edge."""
     cohorts: list[tuple[float, pd.Series, str]] = []
@@ -250,14 +260,15 @@ def _forest_panel(
     for y, r, cohort in cohorts:
         colour = TISSUE_PALETTE.get(tissue_of[cohort], TISSUE_PALETTE["other"])
         ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=colour, lw=1.3, zorder=2)
+        hollow = cohort in not_pooled  # other effect scale: shown, not pooled
         ax.scatter(
             [r["effect"]],
             [y],
             s=_weight_size(r["weight"]),
             marker="s",
-            color=colour,
-            edgecolor="white",
-            linewidth=0.5,
+            facecolor="white" if hollow else colour,
+            edgecolor=colour if hollow else "white",
+            linewidth=1.2 if hollow else 0.5,
             zorder=3,
         )
     clipped = False
@@ -300,6 +311,7 @@ def forest_grid(
         layout = [("empty", "", "no cohort tested these features")]
     stratum_of = dict(zip(cohort_rows["cohort"], cohort_rows["stratum"], strict=True))
     tissue_of = dict(zip(cohort_rows["cohort"], cohort_rows["tissue"], strict=True))
+    not_pooled = frozenset(cohort_rows.loc[~cohort_rows["pooled"], "cohort"])
     n = len(features)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
@@ -316,7 +328,7 @@ def forest_grid(
         ax = axes[idx // ncols][idx % ncols]
         rows = by_feature.get(feature, forest.iloc[0:0])
         meta_f = meta_by_feature.get(feature, meta.iloc[0:0])
-        clipped_any |= _forest_panel(ax, layout, ys, rows, meta_f, stratum_of, tissue_of)
+        clipped_any |= _forest_panel(ax, layout, ys, rows, meta_f, stratum_of, tissue_of, not_pooled)
         ax.axvline(0, color="0.35", lw=0.8, ls=":", zorder=1)
         ax.set_title(_panel_title(feature, meta_f, labels.get(feature)), fontsize=8.5, loc="left")
         ax.tick_params(axis="x", labelsize=7.5)
@@ -351,6 +363,18 @@ def forest_grid(
         for t in TISSUE_PALETTE
         if t in set(cohort_rows["tissue"])
     ]
+    if not_pooled:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="s",
+                ls="-",
+                color="0.4",
+                markerfacecolor="white",
+                label="cohort with log2(normalised + 1) effects: shown, not pooled",
+            )
+        )
     pooled_strata = [key for kind, key, _ in layout if kind == "pooled"]
     handles += [
         Patch(color=STRATUM_PALETTE[s], label=f"{STRATUM_LABEL[s]} (random effects, t CI)")
@@ -362,9 +386,13 @@ def forest_grid(
     elif clipped_any:
         note += "\narrow: pooled interval continues past the panel edge (t with k - 1 df: very wide at k = 2)"
     fig.suptitle(f"{suptitle}\n{note}", fontsize=10.5, y=0.995)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.97))
+    # Legend entries are ~3.6 in wide at 8 pt: as many columns as the figure holds, rows below the panels.
+    legend_cols = max(1, min(len(handles), 3, int(fig.get_figwidth() // 3.6)))
+    legend_rows = math.ceil(len(handles) / legend_cols) if handles else 0
+    bottom = 0.03 + 0.22 * legend_rows / fig.get_figheight() if handles else 0
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="lower center", ncol=legend_cols, fontsize=8, frameon=False)
     return fig
 
 

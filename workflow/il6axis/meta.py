@@ -38,8 +38,10 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "forest_table",
     "meta_analyse",
+    "off_scale_cohorts",
     "random_effects",
     "read_cohort_effects",
+    "run_meta",
     "sign_consistency",
     "stouffer",
     "stratum_of",
@@ -611,22 +613,88 @@ def run_meta(
         dict(zip(cohorts, summaries, strict=True)),
         features=list(features) if features is not None else None,
     )
-    meta = meta_analyse(effects, alpha=alpha, strata=tuple(strata), method_re=method_re)
+    off_scale = off_scale_cohorts(effects)
+    if off_scale:
+        log.info(
+            "cohorts %s report effects on another scale than %s: primary meta-analysis without them, "
+            "with them in the sensitivity table",
+            off_scale,
+            DEFAULT_SCALE,
+        )
+
+    def run(exclude: Sequence[str]) -> pd.DataFrame:
+        return meta_analyse(
+            effects, alpha=alpha, strata=tuple(strata), method_re=method_re, exclude_cohorts=exclude
+        )
+
+    meta = run(off_scale)
     meta.to_csv(meta_path, sep="\t", index=False, float_format="%.6g")
-    forest_table(effects, meta, alpha=alpha).to_csv(forest_path, sep="\t", index=False, float_format="%.6g")
-    left_out = [
-        meta_analyse(
-            effects, alpha=alpha, strata=tuple(strata), method_re=method_re, exclude_cohorts=[c]
-        ).assign(excluded=c)
+    forest = forest_table(effects, meta, alpha=alpha).assign(pooled=True)
+    if off_scale:  # shown in the forest plot beside the pooled cohorts, marked as not pooled
+        forest = pd.concat([forest, _not_pooled_rows(effects, off_scale, strata, alpha)], ignore_index=True)
+    forest.to_csv(forest_path, sep="\t", index=False, float_format="%.6g")
+    runs = [
+        run([*off_scale, c]).assign(analysis="leave one out", excluded=c)
         for c in sensitivity_exclude
-        if c in set(cohorts)
+        if c in set(cohorts) and c not in off_scale
     ]
-    sensitivity = pd.concat(left_out, ignore_index=True) if left_out else meta.iloc[0:0].assign(excluded="")
+    if off_scale:
+        runs.append(run([]).assign(analysis="all scales pooled", excluded=""))
+    empty = meta.iloc[0:0].assign(analysis="", excluded="")
+    sensitivity = pd.concat(runs, ignore_index=True) if runs else empty
     sensitivity.to_csv(sensitivity_path, sep="\t", index=False, float_format="%.6g")
     log.info(
-        "meta-analysis of %d features over %d cohorts written to %s",
+        "meta-analysis of %d features over %d cohorts (%d off-scale) written to %s",
         meta["feature"].nunique(),
         len(cohorts),
+        len(off_scale),
         meta_path,
     )
     return meta
+
+
+def _not_pooled_rows(
+    effects: pd.DataFrame, cohorts: Sequence[str], strata: Sequence[str], alpha: float
+) -> pd.DataFrame:
+    """Forest rows (``pooled`` False, no weight) for cohorts shown beside, but not in, the pooled fit."""
+    df = _validated(effects)
+    df = df[df["cohort"].isin(list(cohorts)) & _contributes(df)]
+    z = float(stats.norm.isf(alpha / 2))
+    parts = []
+    for stratum in strata:
+        sub = df if stratum == ALL_STRATA else df[df["stratum"] == stratum]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "stratum": stratum,
+                    "feature": sub["feature"],
+                    "row_type": "cohort",
+                    "cohort": sub["cohort"],
+                    "tissue": sub["tissue"],
+                    "effect": sub["log2FoldChange"],
+                    "se": sub["lfcSE"],
+                    "ci_low": sub["log2FoldChange"] - z * sub["lfcSE"],
+                    "ci_high": sub["log2FoldChange"] + z * sub["lfcSE"],
+                    "padj": sub["padj"],
+                    "n": sub["n"],
+                    "weight": np.nan,
+                    "pooled": False,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def off_scale_cohorts(effects: pd.DataFrame) -> list[str]:
+    """Cohorts left out of the primary pooling because their effects are on another scale.
+
+    The primary scale is log2 fold changes of counts (NB model). A log2(normalised + 1) linear-model
+    effect estimates a similar but not identical quantity (statistics.md: pool only effects on one
+    scale), so such cohorts enter only the "all scales pooled" sensitivity run. When no cohort is on
+    the count scale there is nothing to protect, and all cohorts are pooled.
+    """
+    scale = effects.get("scale", pd.Series(DEFAULT_SCALE, index=effects.index))
+    scale = scale.fillna(DEFAULT_SCALE).astype(str).replace("", DEFAULT_SCALE)
+    if not (scale == DEFAULT_SCALE).any():
+        return []
+    return sorted(set(effects.loc[scale != DEFAULT_SCALE, "cohort"].astype(str)))

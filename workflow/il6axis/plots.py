@@ -22,13 +22,12 @@ import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING  # noqa: E402
 from il6axis.groups import MILD, SEVERE  # noqa: E402
-from il6axis.style import DIRECTION_PALETTE, save  # noqa: E402
+from il6axis.style import DIRECTION_PALETTE, despine, save  # noqa: E402
 
 log = logging.getLogger("il6axis.plots")
 
@@ -36,6 +35,12 @@ log = logging.getLogger("il6axis.plots")
 DIRECTION_ORDER = ["not significant", "down in severe", "up in severe"]
 # Labels drawn over dense point clouds stay readable with a white outline.
 HALO = [pe.withStroke(linewidth=2.2, foreground="white")]
+# Label repulsion (adjustText) runs a fixed number of iterations instead of its default one second of
+# wall time, so the same table always gives the same figure whatever the machine load. An iteration
+# costs roughly in proportion to the number of labels, so the budget is iterations x labels, capped
+# at LABEL_ITERATIONS (which settles every label set of the demo and GEO cohorts that can settle).
+LABEL_ITERATIONS = 300
+LABEL_WORK = 4000
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -204,19 +209,29 @@ def _circle_and_label(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, genes: S
     return [halo_text(ax, r[x], r[y], r["gene"]) for _, r in panel.iterrows()]
 
 
-def _adjust(texts: list, ax: plt.Axes) -> None:
+def repel_labels(texts: list, ax: plt.Axes, **kwargs) -> None:
+    """Move overlapping data labels apart (adjustText), deterministically: a fixed iteration budget
+    instead of adjustText's default time limit. ``kwargs`` go to ``adjust_text`` (arrowprops, expand)."""
     if texts:
-        adjust_text(
-            texts,
-            ax=ax,
-            expand=(1.3, 1.6),
-            arrowprops={"arrowstyle": "-", "color": "0.1", "lw": 0.6},
-        )
+        iterations = int(np.clip(LABEL_WORK // len(texts), 50, LABEL_ITERATIONS))
+        adjust_text(texts, ax=ax, iter_lim=iterations, **kwargs)
+
+
+def _adjust(texts: list, ax: plt.Axes) -> None:
+    repel_labels(texts, ax, expand=(1.3, 1.6), arrowprops={"arrowstyle": "-", "color": "0.1", "lw": 0.6})
 
 
 # ----------------------------------------------------------------------------------------------------
 # Volcano
 # ----------------------------------------------------------------------------------------------------
+
+
+def effect_and_test_names(table: pd.DataFrame) -> tuple[str, str]:
+    """(effect axis label, test name) for a DE table: NB Wald, or the moderated log2 linear model of a
+    cohort with normalised values only (its table carries ``scale = log2_normalised``)."""
+    if "scale" in table.columns and (table["scale"].astype(str) == "log2_normalised").any():
+        return "difference in log2(normalised + 1), severe vs mild", "moderated t"
+    return "log2 fold change, severe vs mild (MLE)", "Wald test"
 
 
 def volcano(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str) -> plt.Figure:
@@ -236,17 +251,19 @@ def volcano(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
     ax.axvline(0, color="grey", lw=0.6, ls=":")
     ax.set_xlim(-limit * 1.02, limit * 1.02)
     ax.set_ylim(bottom=-0.03 * max(1.0, float(data["neg_log10_p"].max())))
-    ax.set_xlabel("log2 fold change, severe vs mild (MLE)")
-    ax.set_ylabel("-log10 p-value (Wald test)")
+    effect_name, test_name = effect_and_test_names(table)
+    ax.set_xlabel(effect_name)
+    ax.set_ylabel(f"-log10 p-value ({test_name})")
     ax.set_title(title, fontsize=10)
     _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "x")
-    sns.despine(ax=ax)
+    despine(ax)
     fig.tight_layout()
     _adjust(texts, ax)
     return fig
 
 
-def _load_de(results_path: str | Path) -> pd.DataFrame:
+def load_de(results_path: str | Path) -> pd.DataFrame:
+    """The DE table ``severe_vs_mild.tsv``, checked for the columns the DE figures use."""
     table = pd.read_csv(results_path, sep="\t")
     needed = {"gene", "baseMean", "log2FoldChange", "pvalue", "padj"}
     if not needed <= set(table.columns):
@@ -265,15 +282,23 @@ def volcano_from_files(
     out_paths: Sequence[str | Path],
 ) -> None:
     """Volcano of ``severe_vs_mild.tsv`` with the IL-6 panel's core and significant genes labelled."""
-    table = _load_de(results_path)
-    panel = pd.read_csv(panel_path, sep="\t")
-    summary = read_summary(summary_path)
-    n_tested = int(table["pvalue"].notna().sum())
+    table = load_de(results_path)
+    save(
+        volcano_figure(table, pd.read_csv(panel_path, sep="\t"), read_summary(summary_path), alpha), out_paths
+    )
+    log.info("volcano of %d tested genes written to %s", _n_tested(table), list(map(str, out_paths)))
+
+
+def volcano_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, alpha: float) -> plt.Figure:
+    """:func:`volcano` of a loaded DE table with the report's title (cohort, n per group, design)."""
     design = summary.get("design", "?")
-    what = f"{n_tested} tested genes, design {design}; circled: IL-6 core + significant panel"
+    what = f"{_n_tested(table)} tested genes, design {design}; circled: IL-6 core + significant panel"
     title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    save(volcano(table, panel_label_genes(panel, alpha), alpha, title), out_paths)
-    log.info("volcano of %d tested genes written to %s", n_tested, list(map(str, out_paths)))
+    return volcano(table, panel_label_genes(panel, alpha), alpha, title)
+
+
+def _n_tested(table: pd.DataFrame) -> int:
+    return int(table["pvalue"].notna().sum())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -304,11 +329,11 @@ def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
     ax.axhline(0, color="grey", lw=0.6, ls=":")
     ax.set_ylim(-limit * 1.02, limit * 1.02)
     ax.set_xlabel("mean of normalised counts (log10)")
-    kind = "shrunken" if shrunk else "MLE"
-    ax.set_ylabel(f"log2 fold change, severe vs mild ({kind})")
+    effect_name, _ = effect_and_test_names(table)
+    ax.set_ylabel(effect_name.replace("(MLE)", "(shrunken)") if shrunk else effect_name)
     ax.set_title(title, fontsize=10)
     _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "y")
-    sns.despine(ax=ax)
+    despine(ax)
     fig.tight_layout()
     _adjust(texts, ax)
     return fig
@@ -322,14 +347,16 @@ def ma_from_files(
     out_paths: Sequence[str | Path],
 ) -> None:
     """MA plot of ``severe_vs_mild.tsv`` with the same gene labels as the volcano."""
-    table = _load_de(results_path)
-    panel = pd.read_csv(panel_path, sep="\t")
-    summary = read_summary(summary_path)
-    n = int(table["pvalue"].notna().sum())
-    what = f"MA plot of {n} tested genes; circled: IL-6 core + significant panel"
+    table = load_de(results_path)
+    save(ma_figure(table, pd.read_csv(panel_path, sep="\t"), read_summary(summary_path), alpha), out_paths)
+    log.info("MA plot of %d genes written to %s", _n_tested(table), list(map(str, out_paths)))
+
+
+def ma_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, alpha: float) -> plt.Figure:
+    """:func:`ma_plot` of a loaded DE table with the report's title."""
+    what = f"MA plot of {_n_tested(table)} tested genes; circled: IL-6 core + significant panel"
     title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    save(ma_plot(table, panel_label_genes(panel, alpha), alpha, title), out_paths)
-    log.info("MA plot of %d genes written to %s", n, list(map(str, out_paths)))
+    return ma_plot(table, panel_label_genes(panel, alpha), alpha, title)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -382,10 +409,10 @@ def pvalue_histogram(table: pd.DataFrame, title: str, bin_width: float = 0.05) -
         fontsize=8,
     )
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"raw p-value (Wald test), bins of {bin_width:g}")
+    ax.set_xlabel(f"raw p-value ({effect_and_test_names(table)[1]}), bins of {bin_width:g}")
     ax.set_ylabel("genes per bin")
     ax.set_title(title, fontsize=10)
-    sns.despine(ax=ax)
+    despine(ax)
     fig.tight_layout()
     return fig
 
@@ -394,15 +421,17 @@ def pvalue_histogram_from_files(
     results_path: str | Path, summary_path: str | Path, out_paths: Sequence[str | Path]
 ) -> None:
     """p-value histogram of the tested genes of ``severe_vs_mild.tsv``."""
-    table = _load_de(results_path)
-    summary = read_summary(summary_path)
+    save(pvalue_histogram_figure(load_de(results_path), read_summary(summary_path)), out_paths)
+    log.info("p-value histogram written to %s", list(map(str, out_paths)))
+
+
+def pvalue_histogram_figure(table: pd.DataFrame, summary: Mapping) -> plt.Figure:
+    """:func:`pvalue_histogram` of a loaded DE table with the report's title."""
     tested = table["pvalue"].notna()
     if "tested" in table.columns:
         tested &= table["tested"].astype(str).str.lower().isin(["true", "1"])
     what = f"p-value distribution of {int(tested.sum())} tested genes"
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    save(pvalue_histogram(table, title), out_paths)
-    log.info("p-value histogram written to %s", list(map(str, out_paths)))
+    return pvalue_histogram(table, contrast_title(summary["cohort"], summary["n_per_group"], what))
 
 
 def grid_shape(n_panels: int, max_cols: int = 4) -> tuple[int, int]:

@@ -133,9 +133,17 @@ def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
 
 
 def _stratum_cohorts(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Cohorts in each material stratum (and ``all``), in the given cohort order."""
+    """Pooled cohorts in each material stratum (and ``all``), in the given cohort order.
+
+    Like ``meta.off_scale_cohorts``: cohorts on another effect scale than log2 counts are not pooled
+    while any cohort is on that scale.
+    """
     out: dict[str, list[str]] = {s: [] for s in STRATUM_ORDER}
+    scales = {c: str(s.get("scale") or "log2_counts") for c, s in summaries.items()}
+    on_scale = "log2_counts" in scales.values()
     for cohort, summary in summaries.items():
+        if on_scale and scales[cohort] != "log2_counts":
+            continue
         out[_TISSUE_STRATUM.get(str(summary.get("tissue", "other")), "other")].append(cohort)
         out["all"].append(cohort)
     return out
@@ -187,7 +195,19 @@ def _cohort_section(summaries: Mapping[str, Mapping[str, Any]], alpha: float) ->
             ]
         )
     header = ["cohort", "material", "severe", "mild", "design", "genes tested (up / down)"]
-    return lines + _list_table(header, rows)
+    lines += _list_table(header, rows)
+    off_scale = [c for c, s in summaries.items() if s.get("scale", "log2_counts") != "log2_counts"]
+    if off_scale:
+        names = ", ".join(f"``{c}``" for c in off_scale)
+        lines += [
+            f"{names}: only normalised values are published, and rounding does not make them counts, so "
+            "severity was tested with a linear model on log2(value + 1) with moderated variances "
+            "(limma-trend's method), not the NB model. Its effects are on a different scale: the forest "
+            "plots show it (hollow marker) but the pooled estimates leave it out; the pooled analysis "
+            'with it is in ``results/meta/*_sensitivity.tsv`` (analysis "all scales pooled").',
+            "",
+        ]
+    return lines
 
 
 def _cohort_value(

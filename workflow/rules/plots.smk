@@ -2,11 +2,19 @@
 # analysis: QC, DE, IL-6 panel, pathways, meta-analysis; subcategories are cohorts.
 
 
-rule plot_qc:
+# Every figure of one cohort in one job: a plotting job spends seconds importing matplotlib, pandas and
+# anndata and reading the cohort's AnnData, so one job per cohort pays that once (see bench/bench_plots.py).
+rule plot_cohort:
     input:
         cohort="results/cohorts/{cohort}.h5ad",
         expression="results/expression/{cohort}.h5ad",
         markers=MARKERS_TSV,
+        results="results/de/{cohort}/severe_vs_mild.tsv",
+        panel="results/de/{cohort}/il6_panel.tsv",
+        summary="results/de/{cohort}/summary.json",
+        panel_expression="results/expression/{cohort}/panel_expression.tsv",
+        scores="results/scores/{cohort}/pathway_scores.tsv",
+        models="results/scores/{cohort}/score_models.tsv",
     output:
         library_png=report(
             "results/plots/{cohort}/qc_library_sizes.png",
@@ -35,25 +43,6 @@ rule plot_qc:
             labels={"cohort": "{cohort}", "figure": "PCA"},
         ),
         pca_svg="results/plots/{cohort}/qc_pca.svg",
-    log:
-        "results/logs/plot_qc/{cohort}.log",
-    benchmark:
-        "results/benchmarks/plot_qc/{cohort}.tsv"
-    conda:
-        "../../envs/plots.yaml"
-    resources:
-        mem_mb=lambda wc, input, attempt: (2000 + 50 * int(input.size_mb)) * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    script:
-        "../scripts/plot_qc.py"
-
-
-rule plot_de:
-    input:
-        results="results/de/{cohort}/severe_vs_mild.tsv",
-        panel="results/de/{cohort}/il6_panel.tsv",
-        summary="results/de/{cohort}/summary.json",
-    output:
         volcano_png=report(
             "results/plots/{cohort}/volcano.png",
             caption="../report/volcano.rst",
@@ -78,28 +67,6 @@ rule plot_de:
             labels={"cohort": "{cohort}", "figure": "p-value histogram"},
         ),
         pvalues_svg="results/plots/{cohort}/pvalue_histogram.svg",
-    log:
-        "results/logs/plot_de/{cohort}.log",
-    benchmark:
-        "results/benchmarks/plot_de/{cohort}.tsv"
-    conda:
-        "../../envs/plots.yaml"
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    params:
-        alpha=config["de"]["alpha"],
-    script:
-        "../scripts/plot_de.py"
-
-
-rule plot_panel:
-    input:
-        expression="results/expression/{cohort}.h5ad",
-        panel_de="results/de/{cohort}/il6_panel.tsv",
-        panel_expression="results/expression/{cohort}/panel_expression.tsv",
-        summary="results/de/{cohort}/summary.json",
-    output:
         heatmap_png=report(
             "results/plots/{cohort}/panel_heatmap.png",
             caption="../report/panel_heatmap.rst",
@@ -124,46 +91,27 @@ rule plot_panel:
             labels={"cohort": "{cohort}", "figure": "detection of IL6 and receptors"},
         ),
         detection_svg="results/plots/{cohort}/panel_detection.svg",
-    log:
-        "results/logs/plot_panel/{cohort}.log",
-    benchmark:
-        "results/benchmarks/plot_panel/{cohort}.tsv"
-    conda:
-        "../../envs/plots.yaml"
-    resources:
-        mem_mb=lambda wc, input, attempt: (2000 + 50 * int(input.size_mb)) * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    params:
-        alpha=config["de"]["alpha"],
-    script:
-        "../scripts/plot_panel.py"
-
-
-rule plot_scores:
-    input:
-        scores="results/scores/{cohort}/pathway_scores.tsv",
-        models="results/scores/{cohort}/score_models.tsv",
-        summary="results/de/{cohort}/summary.json",
-    output:
-        png=report(
+        scores_png=report(
             "results/plots/{cohort}/pathway_scores.png",
             caption="../report/pathway_scores.rst",
             category="4. Pathway scores",
             subcategory="{cohort}",
             labels={"cohort": "{cohort}", "figure": "scores by severity"},
         ),
-        svg="results/plots/{cohort}/pathway_scores.svg",
+        scores_svg="results/plots/{cohort}/pathway_scores.svg",
     log:
-        "results/logs/plot_scores/{cohort}.log",
+        "results/logs/plot_cohort/{cohort}.log",
     benchmark:
-        "results/benchmarks/plot_scores/{cohort}.tsv"
+        "results/benchmarks/plot_cohort/{cohort}.tsv"
     conda:
         "../../envs/plots.yaml"
     resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        mem_mb=lambda wc, input, attempt: (2000 + 50 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    params:
+        alpha=config["de"]["alpha"],
     script:
-        "../scripts/plot_scores.py"
+        "../scripts/plot_cohort.py"
 
 
 rule plot_meta:
