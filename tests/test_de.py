@@ -7,13 +7,16 @@ import pandas as pd
 import pytest
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
+from scipy.stats import f as f_dist
 from statsmodels.stats.multitest import multipletests
 
 from il6axis.cohort import define_contrast, to_anndata
 from il6axis.de import (
     DeSettings,
+    _ChunkedCooksDataSet,
     _contrast_counts,
     _fit_dataset,
+    _gene_blocks,
     benjamini_hochberg,
     contrast_design_frame,
     design_formula,
@@ -149,7 +152,8 @@ def test_settings_from_rule_params():
 
 
 def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):
-    """run_deseq2 fits step by step to free memory; the fit must be ``deseq2()``'s, Cook's refit included."""
+    """run_deseq2 fits step by step to free memory, Cook's distances in gene blocks; the fit must be
+    ``deseq2()``'s, Cook's refit included."""
     adata = _adata(small_cohort)
     adata = adata[adata.obs["severity"].isin(["mild", "severe"])]
     counts = pd.DataFrame(np.asarray(adata.X), index=adata.obs_names, columns=adata.var_names)
@@ -158,9 +162,10 @@ def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):
     meta = contrast_design_frame(adata.obs, [])
     fits = []
     for staged in (False, True):
-        dds = DeseqDataSet(
-            counts=counts, metadata=meta, design="~ severity", inference=FastInference(), quiet=True
-        )
+        # The staged fit also runs the chunked Cook's distances (blocks of ~7 genes) through the refit.
+        cls = _ChunkedCooksDataSet if staged else DeseqDataSet
+        dds = cls(counts=counts, metadata=meta, design="~ severity", inference=FastInference(), quiet=True)
+        dds.genes_per_chunk = 7
         _fit_dataset(dds) if staged else dds.deseq2()
         ds = DeseqStats(dds, contrast=["severity", "severe", "mild"], inference=FastInference(), quiet=True)
         ds.summary()
@@ -183,3 +188,54 @@ def test_all_samples_in_contrast_uses_the_cohort_matrix_without_copying(small_co
     sub = _contrast_counts(adata, some)
     assert sub.shape == (int(some.sum()), adata.n_vars)
     np.testing.assert_array_equal(sub, np.asarray(adata.X)[some])
+
+
+def _cooks_cohort(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """NB counts, 12 v 12 samples x 60 genes with an age covariate, one all-zero gene (column 4) and one
+    planted gross outlier (sample 5, gene 9)."""
+    rng = np.random.default_rng(seed)
+    n, g = 24, 60
+    means = rng.lognormal(4, 1.2, g)
+    depth = rng.lognormal(0, 0.3, (n, 1))
+    counts = rng.negative_binomial(8, 8 / (8 + means[None, :] * depth))
+    counts[:, 4] = 0
+    counts[5, 9] = counts[:, 9].max() * 40
+    samples = [f"s{i}" for i in range(n)]
+    meta = pd.DataFrame(
+        {"age": rng.normal(size=n), "severity": pd.Categorical(["mild", "severe"] * (n // 2))}, index=samples
+    )
+    return pd.DataFrame(counts, index=samples, columns=[f"g{i}" for i in range(g)]), meta
+
+
+def test_chunked_cooks_equal_pydeseq2s_and_flag_the_planted_outlier():
+    """Cook's distances in blocks of a few genes are pydeseq2's whole-matrix ones, bit for bit."""
+    counts, meta = _cooks_cohort()
+    layers = []
+    for cls in (DeseqDataSet, _ChunkedCooksDataSet):
+        dds = cls(
+            counts=counts, metadata=meta, design="~ age + severity", inference=FastInference(), quiet=True
+        )
+        dds.genes_per_chunk = 7  # 60 genes -> 9 blocks
+        dds.fit_size_factors()
+        dds.fit_genewise_dispersions()
+        dds.fit_dispersion_trend()
+        dds.fit_dispersion_prior()
+        dds.fit_MAP_dispersions()
+        dds.fit_LFC()
+        dds.calculate_cooks()
+        layers.append(dds.layers["cooks"])
+    stock, chunked = layers
+    assert np.array_equal(chunked, stock, equal_nan=True)
+    assert np.isnan(chunked[:, 4]).all() and not np.isnan(np.delete(chunked, 4, axis=1)).any()
+    cutoff = f_dist.ppf(0.99, 3, len(counts) - 3)
+    assert chunked[5, 9] > cutoff and np.argmax(chunked[:, 9]) == 5
+
+
+def test_gene_blocks_cover_every_gene_once_and_never_one_gene_alone():
+    for n_genes, per_block in [(60, 7), (17_601, 1000), (20_000, 1000), (3, 1), (5, 2), (1, 1000)]:
+        blocks = _gene_blocks(n_genes, per_block)
+        widths = [hi - lo for lo, hi in blocks]
+        assert blocks[0][0] == 0 and blocks[-1][1] == n_genes
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
+        assert min(widths) >= min(2, n_genes)
+        assert max(widths) <= max(per_block, 3)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
+from pydeseq2.utils import robust_method_of_moments_disp
 from scipy import stats
 
 from il6axis import severity_model
@@ -184,7 +185,7 @@ def _dataset(
     """
     kept = values if keep.all() else values[:, keep]
     counts = pd.DataFrame(kept, index=samples, columns=genes[keep], copy=False)
-    return DeseqDataSet(
+    return _ChunkedCooksDataSet(
         counts=counts,
         metadata=meta,
         design=design,
@@ -192,6 +193,64 @@ def _dataset(
         inference=inference,
         quiet=True,
     )
+
+
+class _ChunkedCooksDataSet(DeseqDataSet):
+    """A DeseqDataSet whose Cook's distances are computed a block of genes at a time.
+
+    pydeseq2 0.5.4's ``calculate_cooks`` works on the whole matrix: the trimmed-moment dispersions make
+    sorted and squared-error copies of the normalised counts, and the distances themselves three more
+    full-size float64 temporaries, on top of the counts, normalised counts, IRLS means and hat diagonals
+    it holds; that was the DE step's memory peak. Every quantity in it is per gene (the trimmed moments
+    are column-wise; residuals and leverages element-wise), so running the same code on column blocks
+    gives the same numbers, bit for bit, with temporaries of samples x ``genes_per_chunk``.
+    """
+
+    genes_per_chunk: int = 1000
+
+    def calculate_cooks(self) -> None:
+        """``DeseqDataSet.calculate_cooks`` (pydeseq2 0.5.4), one gene block at a time."""
+        if "dispersions" not in self.var:
+            self.fit_MAP_dispersions()
+        design = self.obsm["design_matrix"]
+        num_vars = design.shape[-1]
+        mu = self.obsm["_mu_LFC"]  # columns: the non-zero genes, in order
+        hat = self.obsm["_hat_diagonals"]
+        non_zero = np.flatnonzero(self.var["non_zero"].to_numpy())
+        cooks = np.full((self.n_obs, self.n_vars), np.nan)
+        for lo, hi in _gene_blocks(len(non_zero), self.genes_per_chunk):
+            cols = non_zero[lo:hi]
+            dispersions = robust_method_of_moments_disp(self.layers["normed_counts"][:, cols], design)
+            # The operations and their order are pydeseq2's, so every element is rounded the same way.
+            sq_pearson = self.X[:, cols] - mu[:, lo:hi]
+            sq_pearson **= 2
+            variance = mu[:, lo:hi] ** 2
+            variance *= dispersions[None, :]
+            variance += mu[:, lo:hi]
+            sq_pearson /= variance
+            sq_pearson /= num_vars
+            del variance
+            leverage = 1 - hat[:, lo:hi]
+            leverage **= 2
+            leverage = hat[:, lo:hi] / leverage
+            sq_pearson *= leverage
+            cooks[:, cols] = sq_pearson
+        if self.low_memory:
+            del self.obsm["_mu_LFC"]
+            del self.obsm["_hat_diagonals"]
+        self.layers["cooks"] = cooks
+
+
+def _gene_blocks(n_genes: int, per_block: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` bounds splitting ``n_genes`` into near-equal blocks of at most ``per_block``.
+
+    No block is a single gene unless there is only one: numpy sums a one-column block along its
+    contiguous axis pairwise, where a wider block (and the whole matrix) is summed row by row, so a
+    one-gene block could differ from pydeseq2's whole-matrix mean in the last bit.
+    """
+    n_blocks = max(1, min(-(-n_genes // max(per_block, 1)), n_genes // 2))
+    edges = np.linspace(0, n_genes, n_blocks + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _fit_dataset(dds: DeseqDataSet) -> None:

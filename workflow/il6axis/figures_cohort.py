@@ -290,11 +290,9 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     n = _counts_by_group(table["severity"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
     point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS)
-    axes[0].set_ylabel(
-        "sum of normalised values (millions)"
-        if adata.uns.get("value_type") == "normalised"
-        else "library size (million counts)"
-    )
+    normalised = adata.uns.get("value_type") == "normalised"
+    total_name = "sum of normalised values" if normalised else "library size"
+    axes[0].set_ylabel(f"{total_name} (millions)" if normalised else "library size (million counts)")
     box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS)
     axes[1].set_ylabel("detected genes (count > 0)")
     # Library size from zero so relative depth reads off the axis; detected genes on their own range
@@ -316,7 +314,7 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     if texts:
         repel_labels(texts, axes[0], arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
     excluded = f", {n[EXCLUDED]} excluded" if n[EXCLUDED] else ""
-    what = f"library size and detected genes per sample (all {len(table)} samples{excluded})"
+    what = f"{total_name} and detected genes per sample (all {len(table)} samples{excluded})"
     fig.suptitle(contrast_title(_cohort_name(adata), n, what), fontsize=10)
     fig.tight_layout()
     return fig
