@@ -124,7 +124,9 @@ def test_normalised_values_are_checked_and_kept_as_floats(caplog: pytest.LogCapt
     out = normalised_values(table, "x.csv")
     assert out.dtypes.eq(np.float64).all() and out.loc["IL6R", "S1"] == 10.5
     bad = table.assign(S2=[3.25, -0.5])
-    with pytest.raises(InputError, match=r"x\.csv: 1 values .*'SOCS3', sample 'S2'.*not log-transformed"):
+    with pytest.raises(
+        InputError, match=r"x\.csv: column 'S2' row 'SOCS3' value -0.5 is negative .*not log-transformed"
+    ):
         normalised_values(bad, "x.csv")
     with caplog.at_level("WARNING", logger="il6axis.build"):
         normalised_values(table.round(), "x.csv")

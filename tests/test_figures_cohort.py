@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scipy import stats
+from planted_de import de_table_around_truth
 
 from il6axis import figures_cohort as fc
 from il6axis import plots
@@ -94,26 +94,7 @@ def de_files(cohort, resources, tmp_path_factory):
     """severe_vs_mild.tsv / il6_panel.tsv / summary.json drawn around the planted log2 fold changes."""
     adata, truth = cohort
     panel, _ = resources
-    rng = np.random.default_rng(3)
-    se = np.full(len(truth), 0.25)
-    lfc = truth["true_log2FoldChange"].to_numpy() + rng.normal(0, 0.25, len(truth))
-    z = lfc / se
-    p = 2 * stats.norm.sf(np.abs(z))
-    table = pd.DataFrame(
-        {
-            "gene": truth.index,
-            "baseMean": truth["base_mean"].to_numpy(),
-            "log2FoldChange": lfc,
-            "lfcSE": se,
-            "ci_low": lfc - 1.96 * se,
-            "ci_high": lfc + 1.96 * se,
-            "stat": z,
-            "pvalue": p,
-            "padj": benjamini_hochberg(pd.Series(p)).to_numpy(),
-            "tested": True,
-            "not_tested_reason": "",
-        }
-    )
+    table = de_table_around_truth(truth, seed=3)
     low = table["baseMean"] < 5  # IL6, CRP, ... : filtered like the real low-count filter
     table.loc[low, ["log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]] = np.nan
     table.loc[low, "tested"] = False

@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scipy import stats
+from planted_de import de_table_around_truth
 
 from il6axis import figures_cohort as fc
 from il6axis import plots
-from il6axis.de import benjamini_hochberg
 from il6axis.demo import DemoSpec, simulate
 from il6axis.expression import normalised_counts, panel_expression, size_factors
 from il6axis.scores import mean_z_scores, score_model
@@ -64,25 +63,7 @@ def cohort_files(project_root, tmp_path_factory):
     vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
 
     truth = demo.truth.set_index("gene")
-    rng = np.random.default_rng(5)
-    se = np.full(len(truth), 0.25)
-    lfc = truth["true_log2FoldChange"].to_numpy() + rng.normal(0, 0.25, len(truth))
-    p = 2 * stats.norm.sf(np.abs(lfc / se))
-    table = pd.DataFrame(
-        {
-            "gene": truth.index,
-            "baseMean": truth["base_mean"].to_numpy(),
-            "log2FoldChange": lfc,
-            "lfcSE": se,
-            "ci_low": lfc - 1.96 * se,
-            "ci_high": lfc + 1.96 * se,
-            "stat": lfc / se,
-            "pvalue": p,
-            "padj": benjamini_hochberg(pd.Series(p)).to_numpy(),
-            "tested": True,
-            "not_tested_reason": "",
-        }
-    )
+    table = de_table_around_truth(truth, seed=5)
     table.to_csv(out / "severe_vs_mild.tsv", sep="\t", index=False)
     panel_de = panel[["symbol", "tier", "role"]].merge(table, left_on="symbol", right_on="gene", how="left")
     panel_de["present"] = panel_de["symbol"].isin(set(adata.var_names))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from il6axis.cohort import define_contrast, to_anndata
-from il6axis.counts_io import read_count_table, reconcile_sample_ids, to_integer_counts
+from il6axis.counts_io import normalised_array, read_count_table, reconcile_sample_ids, to_integer_counts
 from il6axis.errors import InputError
 from il6axis.gene_ids import load_gene_info, map_to_symbols
 from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
@@ -64,20 +64,7 @@ def normalised_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
     These values go to the log2 linear model, never to the NB model. A table that turns out to hold
     only whole numbers is probably raw counts, for which the NB model is the better choice: say so.
     """
-    try:
-        arr = values.to_numpy(dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{source}: normalised table has non-numeric values ({exc}).") from exc
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if bad.any():
-        gene_pos, sample_pos = (int(i[0]) for i in np.nonzero(bad))
-        gene, sample = values.index[gene_pos], values.columns[sample_pos]
-        raise InputError(
-            f"{source}: {int(bad.sum())} values are NaN, infinite or negative (first: gene {gene!r}, "
-            f"sample {sample!r} = {arr[gene_pos, sample_pos]}); "
-            f"`counts.value_type: normalised` expects normalised values on the count scale (TMM, CPM, "
-            f"DESeq2-normalised counts), not log-transformed ones."
-        )
+    arr = normalised_array(values, source)
     if np.array_equal(arr, np.round(arr)):
         log.warning(
             "%s: declared normalised but every value is a whole number; if these are raw counts set "

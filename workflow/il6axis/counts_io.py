@@ -396,6 +396,46 @@ def _raise_on_mask(
     )
 
 
+# ------------------------------------------------------------------------------------ normalised values
+def normalised_array(table: pd.DataFrame, label: str) -> np.ndarray:
+    """Float64 values of a table of normalised expression (TMM, CPM, normalised counts), checked.
+
+    NaN, infinite or negative cells raise InputError naming the first one (column, row, value): the
+    linear-model route logs these values itself, so they must be complete and on the linear scale.
+    """
+    try:
+        arr = table.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{label}: normalised table has non-numeric values ({exc}).") from exc
+    _check_finite_non_negative(
+        arr,
+        table,
+        label,
+        "normalised values must be complete: fill or drop those genes/samples in the input table",
+        "normalised values must be on the linear scale (TMM, CPM, normalised counts), not log-transformed "
+        "or centred: point the cohort at the normalised-count file or undo the log transform",
+    )
+    return arr
+
+
+def _check_finite_non_negative(
+    arr: np.ndarray, table: pd.DataFrame, label: str, if_not_finite: str, if_negative: str
+) -> None:
+    """Raise InputError at the first NaN/infinite, then the first negative cell, with the given fix."""
+    columns = list(map(str, table.columns))
+    _raise_on_mask(
+        ~np.isfinite(arr),
+        arr,
+        table.index,
+        columns,
+        label,
+        f"is NaN or infinite ({{n}} such cell(s)); {if_not_finite}",
+    )
+    _raise_on_mask(
+        arr < 0, arr, table.index, columns, label, f"is negative ({{n}} such cell(s)); {if_negative}"
+    )
+
+
 # ------------------------------------------------------------------------------------------ integer counts
 def to_integer_counts(df: pd.DataFrame, *, source_name: str) -> tuple[pd.DataFrame, dict]:
     """Return an int64 copy of ``df`` and how much rounding that took.
@@ -426,22 +466,12 @@ def to_integer_counts(df: pd.DataFrame, *, source_name: str) -> tuple[pd.DataFra
         raise InputError(
             f"{source_name}: count table has non-numeric values ({exc}); read it with read_count_table first"
         ) from exc
-    cols = list(map(str, df.columns))
-    _raise_on_mask(
-        ~np.isfinite(arr),
+    _check_finite_non_negative(
         arr,
-        df.index,
-        cols,
+        df,
         source_name,
-        "is NaN or infinite ({n} such cell(s)); counts must be complete and finite",
-    )
-    _raise_on_mask(
-        arr < 0,
-        arr,
-        df.index,
-        cols,
-        source_name,
-        "is negative ({n} such cell(s)); counts must be non-negative (is this a log/normalised matrix?)",
+        "counts must be complete and finite",
+        "counts must be non-negative (is this a log/normalised matrix?)",
     )
     rounded = np.rint(arr)
     change = np.abs(rounded - arr)

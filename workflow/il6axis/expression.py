@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 
+from il6axis.counts_io import normalised_array
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
 
@@ -92,13 +93,9 @@ def contrast_values(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
     :func:`log2_normalised` stands in for the VST.
     """
     x, obs, samples, genes = _contrast_matrix(adata)
-    x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all() or (x < 0).any():
-        raise InputError(
-            f"{_cohort_label(adata)}: X holds NaN, infinite or negative values; normalised values must be "
-            f"on the count scale (TMM, CPM), not log-transformed."
-        )
-    return pd.DataFrame(x, index=samples, columns=genes), obs
+    values = pd.DataFrame(x, index=samples, columns=genes)
+    checked = normalised_array(values, f"{_cohort_label(adata)} (X, samples x genes)")
+    return pd.DataFrame(checked, index=samples, columns=genes), obs
 
 
 def log2_normalised(values: pd.DataFrame, prior: float = 1.0) -> pd.DataFrame:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from il6axis.counts_io import normalised_array
 from il6axis.de import (
     SEVERITY_COEF,
     DeResult,
@@ -80,24 +81,7 @@ def log2_expression(values: pd.DataFrame, prior: float = 1.0) -> pd.DataFrame:
     """
     if not prior > 0 or not np.isfinite(prior):
         raise InputError(f"log2 prior count must be a positive finite number, got {prior!r}; use e.g. 1.0")
-    arr = values.to_numpy(dtype=float)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = np.argwhere(bad)[0]
-        raise InputError(
-            f"normalised expression matrix has {int(bad.sum())} NaN/infinite value(s) (first at sample "
-            f"{values.index[where[0]]!r}, gene {values.columns[where[1]]!r}); fill or drop those "
-            f"genes/samples in the input table before the linear DE route"
-        )
-    neg = arr < 0
-    if neg.any():
-        where = np.argwhere(neg)[0]
-        raise InputError(
-            f"normalised expression matrix has {int(neg.sum())} negative value(s) (first at sample "
-            f"{values.index[where[0]]!r}, gene {values.columns[where[1]]!r}, value {arr[tuple(where)]:g}); "
-            f"the linear DE route needs normalised values on the linear scale (not log-CPM or centred data): "
-            f"point the cohort at the normalised-count file or undo the log transform"
-        )
+    arr = normalised_array(values, "normalised expression matrix (samples x genes)")
     return pd.DataFrame(np.log2(arr + prior), index=values.index, columns=values.columns)
 
 
