@@ -208,9 +208,10 @@ def _cooks_cohort(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_chunked_cooks_equal_pydeseq2s_and_flag_the_planted_outlier():
-    """Cook's distances in blocks of a few genes are pydeseq2's whole-matrix ones, bit for bit."""
+    """Cook's distances and rough dispersions in blocks of a few genes are pydeseq2's whole-matrix ones,
+    bit for bit."""
     counts, meta = _cooks_cohort()
-    layers = []
+    layers, var = [], []
     for cls in (DeseqDataSet, _ChunkedCooksDataSet):
         dds = cls(
             counts=counts, metadata=meta, design="~ age + severity", inference=FastInference(), quiet=True
@@ -224,8 +225,11 @@ def test_chunked_cooks_equal_pydeseq2s_and_flag_the_planted_outlier():
         dds.fit_LFC()
         dds.calculate_cooks()
         layers.append(dds.layers["cooks"])
+        var.append(dds.var)
     stock, chunked = layers
     assert np.array_equal(chunked, stock, equal_nan=True)
+    pd.testing.assert_frame_equal(var[1], var[0], check_exact=True)  # _MoM_dispersions included
+    assert var[1]["_MoM_dispersions"].notna().sum() == 59
     assert np.isnan(chunked[:, 4]).all() and not np.isnan(np.delete(chunked, 4, axis=1)).any()
     cutoff = f_dist.ppf(0.99, 3, len(counts) - 3)
     assert chunked[5, 9] > cutoff and np.argmax(chunked[:, 9]) == 5

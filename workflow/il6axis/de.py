@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 import anndata as ad
 import numpy as np
 import pandas as pd
+from pydeseq2 import utils as pydeseq2_utils
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
 from pydeseq2.utils import robust_method_of_moments_disp
 from scipy import stats
+from sklearn.linear_model import LinearRegression
 
 from il6axis import severity_model
 from il6axis.errors import InputError
@@ -196,17 +198,46 @@ def _dataset(
 
 
 class _ChunkedCooksDataSet(DeseqDataSet):
-    """A DeseqDataSet whose Cook's distances are computed a block of genes at a time.
+    """A DeseqDataSet whose Cook's distances and rough dispersions are computed a block of genes at a time.
 
     pydeseq2 0.5.4's ``calculate_cooks`` works on the whole matrix: the trimmed-moment dispersions make
     sorted and squared-error copies of the normalised counts, and the distances themselves three more
     full-size float64 temporaries, on top of the counts, normalised counts, IRLS means and hat diagonals
     it holds; that was the DE step's memory peak. Every quantity in it is per gene (the trimmed moments
     are column-wise; residuals and leverages element-wise), so running the same code on column blocks
-    gives the same numbers, bit for bit, with temporaries of samples x ``genes_per_chunk``.
+    gives the same numbers, bit for bit, with temporaries of samples x ``genes_per_chunk``. The same holds
+    for the initial (method-of-moments) dispersions, the next-largest step. tests/test_de.py and
+    bench/README.md check the equality; both overrides follow pydeseq2 0.5.4 (pinned) line by line.
     """
 
     genes_per_chunk: int = 1000
+
+    def _fit_MoM_dispersions(self) -> None:  # noqa: N802 (pydeseq2's name)
+        """``DeseqDataSet._fit_MoM_dispersions`` (pydeseq2 0.5.4) with its per-gene arithmetic in blocks.
+
+        Whole-matrix, the rough dispersions' fitted values and squared residuals and the moments
+        dispersions' variances were four full-size temporaries, the next-highest step after the Cook's
+        distances (see ``_rough_dispersions`` for the part that stays whole-matrix).
+        """
+        if "normed_counts" not in self.layers:
+            self.fit_size_factors(fit_type=self.size_factors_fit_type)
+        normed_counts = self.layers["normed_counts"][:, self.non_zero_idx]
+        design = self.obsm["design_matrix"].values
+        blocks = _gene_blocks(normed_counts.shape[1], self.genes_per_chunk)
+        if self.inference.fit_rough_dispersions is pydeseq2_utils.fit_rough_dispersions:
+            rde = _rough_dispersions(normed_counts, design, blocks)
+        else:  # an inference with its own estimator: run it as pydeseq2 would
+            rde = self.inference.fit_rough_dispersions(normed_counts, design)
+        mde = np.empty(normed_counts.shape[1])
+        for lo, hi in blocks:
+            mde[lo:hi] = self.inference.fit_moments_dispersions(
+                normed_counts[:, lo:hi], self.obs["size_factors"]
+            )
+        alpha_hat = np.minimum(rde, mde)
+        self.var["_MoM_dispersions"] = np.full(self.n_vars, np.nan)
+        self.var.loc[self.var["non_zero"], "_MoM_dispersions"] = np.clip(
+            alpha_hat, self.min_disp, self.max_disp
+        )
 
     def calculate_cooks(self) -> None:
         """``DeseqDataSet.calculate_cooks`` (pydeseq2 0.5.4), one gene block at a time."""
@@ -239,6 +270,31 @@ class _ChunkedCooksDataSet(DeseqDataSet):
             del self.obsm["_mu_LFC"]
             del self.obsm["_hat_diagonals"]
         self.layers["cooks"] = cooks
+
+
+def _rough_dispersions(
+    normed_counts: np.ndarray, design: np.ndarray, blocks: list[tuple[int, int]]
+) -> np.ndarray:
+    """pydeseq2 0.5.4's ``utils.fit_rough_dispersions``, its residual arithmetic a block at a time.
+
+    The regression and its fitted values are pydeseq2's calls on all genes at once: BLAS and LAPACK
+    blocking make a gene's coefficients and fitted values depend, in the last bit, on how many genes share
+    the call. The fitted values are floored in place; the four full-size temporaries after them are not.
+    """
+    num_samples, num_vars = design.shape
+    if num_samples == num_vars:
+        return pydeseq2_utils.fit_rough_dispersions(normed_counts, design)  # pydeseq2's own error
+    reg = LinearRegression(fit_intercept=False)
+    reg.fit(design, normed_counts)
+    y_hat = reg.predict(design)
+    np.maximum(y_hat, 1, out=y_hat)
+    alpha_rde = np.empty(normed_counts.shape[1])
+    for lo, hi in blocks:
+        fitted = y_hat[:, lo:hi]
+        alpha_rde[lo:hi] = (
+            ((normed_counts[:, lo:hi] - fitted) ** 2 - fitted) / ((num_samples - num_vars) * fitted**2)
+        ).sum(axis=0)
+    return np.maximum(alpha_rde, 0)
 
 
 def _gene_blocks(n_genes: int, per_block: int) -> list[tuple[int, int]]:
