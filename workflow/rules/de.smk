@@ -14,8 +14,8 @@ rule deseq2:
         "../../envs/deseq2.yaml"
     threads: config["de"]["threads"]
     resources:
-        # The gzip-compressed h5ad is ~5-10x smaller than the dense matrix; pydeseq2 keeps ~12-35 float64
-        # copies of it (bench/bench_de.py), hence the factor.
+        # The gzip-compressed h5ad is ~5-10x smaller than the dense int64 matrix, and the DE step peaks at
+        # ~6-7 such matrices above a ~210 MB baseline (bench/README.md); the factor leaves room for both.
         mem_mb=lambda wc, input, attempt: (2000 + 200 * int(input.size_mb)) * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
