@@ -59,6 +59,7 @@ import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -506,34 +507,50 @@ def _wald_chunk(
 # ------------------------------------------------------------------------------- apeGLM LFC shrinkage
 
 
+@dataclass(frozen=True)
+class _ShrinkPrior:
+    """The gene-independent arguments of pydeseq2's ``nbinomGLM``: design, offset and the apeGLM prior."""
+
+    design_matrix: np.ndarray
+    offset: np.ndarray
+    prior_no_shrink_scale: float
+    prior_scale: float
+    shrink_index: int
+
+    def stock_fit(self, counts: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Stock pydeseq2's fit of one gene (its counts over samples and its dispersion-derived size)."""
+        return utils.nbinomGLM(
+            design_matrix=self.design_matrix,
+            counts=counts,
+            size=size,
+            offset=self.offset,
+            prior_no_shrink_scale=self.prior_no_shrink_scale,
+            prior_scale=self.prior_scale,
+            optimizer="L-BFGS-B",
+            shrink_index=self.shrink_index,
+        )
+
+
 class _ShrinkObjective:
     """pydeseq2 ``nbinomGLM``'s objective for many genes: ``nbinomFn`` (NB negative log-likelihood plus the
     apeGLM prior: normal on the unshrunk coefficients, Cauchy on the shrunk one) and its gradient, each
     divided by the gene's scale constant ``max(nbinomFn(0), 1)``, term by term as stock evaluates them."""
 
-    def __init__(
-        self,
-        counts: np.ndarray,
-        design_matrix: np.ndarray,
-        size: np.ndarray,
-        offset: np.ndarray,
-        prior_no_shrink_scale: float,
-        prior_scale: float,
-        shrink_index: int,
-    ) -> None:
-        self.x = np.asarray(design_matrix, dtype=float)
+    def __init__(self, counts: np.ndarray, size: np.ndarray, prior: _ShrinkPrior) -> None:
+        self.x = np.asarray(prior.design_matrix, dtype=float)
+        shrink_index, prior_scale = prior.shrink_index, prior.prior_scale
         num_vars = self.x.shape[1]
         # genes x samples; stock mixes the integer counts into float arithmetic, exact below 2**53.
         self.counts = np.ascontiguousarray(counts.T, dtype=float)
         self.size = np.asarray(size, dtype=float)
         self.log_size = np.log(self.size)
         self.counts_plus_size = self.counts + self.size[:, None]  # the same sum stock forms at every call
-        self.offset = np.asarray(offset, dtype=float)
+        self.offset = np.asarray(prior.offset, dtype=float)
         self.shrink_index = shrink_index
         self.shrink_mask = np.zeros(num_vars)
         self.shrink_mask[shrink_index] = 1
         self.no_shrink_mask = np.ones(num_vars) - self.shrink_mask
-        self.prior_no_shrink_scale = prior_no_shrink_scale
+        self.prior_no_shrink_scale = prior.prior_no_shrink_scale
         self.prior_scale = prior_scale
         # ``prior_scale ** 2`` on the object stock receives (a NumPy scalar squares with libm pow).
         self.prior_scale_sq = prior_scale**2
@@ -584,18 +601,10 @@ class _ShrinkObjective:
 
 
 def _shrink_chunk(
-    counts: np.ndarray,
-    design_matrix: np.ndarray,
-    size: np.ndarray,
-    offset: np.ndarray,
-    prior_no_shrink_scale: float,
-    prior_scale: float,
-    shrink_index: int,
+    counts: np.ndarray, size: np.ndarray, prior: _ShrinkPrior
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """pydeseq2 ``nbinomGLM`` (L-BFGS-B) for a (samples x genes) chunk, optimiser states in lock step."""
-    objective = _ShrinkObjective(
-        counts, design_matrix, size, offset, prior_no_shrink_scale, prior_scale, shrink_index
-    )
+    objective = _ShrinkObjective(counts, size, prior)
     n_genes, num_vars = counts.shape[1], objective.x.shape[1]
     beta_init = np.ones(num_vars) * 0.1 * (-1) ** (np.arange(num_vars))  # stock's start, every gene
     with np.errstate(all="ignore"):  # stock runs in workers that do not surface warnings either
@@ -609,16 +618,7 @@ def _shrink_chunk(
         inv_hessian[done] = objective.inverse_hessian(done, beta[done])
     for g in np.flatnonzero(~converged):
         # Stock re-runs the optimiser (it fails again) and, for a two-coefficient design, grid-searches.
-        beta[g], inv_hessian[g], converged[g] = utils.nbinomGLM(
-            design_matrix=design_matrix,
-            counts=counts[:, g],
-            size=size[g],
-            offset=offset,
-            prior_no_shrink_scale=prior_no_shrink_scale,
-            prior_scale=prior_scale,
-            optimizer="L-BFGS-B",
-            shrink_index=shrink_index,
-        )
+        beta[g], inv_hessian[g], converged[g] = prior.stock_fit(counts[:, g], size[g])
     return beta, inv_hessian, converged
 
 
@@ -840,9 +840,10 @@ class FastInference(DefaultInference):
         if optimizer != "L-BFGS-B" or not lockstep_available():
             return super().lfc_shrink_nbinom_glm(*stock_args)
         size = np.asarray(size, dtype=float)
-        offset = np.asarray(offset, dtype=float)
-        args = (design_matrix, size, offset, prior_no_shrink_scale, prior_scale, shrink_index)
-        if not self._shrink_agrees_with_stock(counts, *args):
+        prior = _ShrinkPrior(
+            design_matrix, np.asarray(offset, dtype=float), prior_no_shrink_scale, prior_scale, shrink_index
+        )
+        if not self._shrink_agrees_with_stock(counts, size, prior):
             return super().lfc_shrink_nbinom_glm(*stock_args)
         n_genes, num_vars = counts.shape[1], np.shape(design_matrix)[1]
         beta = np.empty((n_genes, num_vars))
@@ -856,29 +857,12 @@ class FastInference(DefaultInference):
             _shrink_chunk,
             n_genes,
             counts.shape[0],
-            lambda s: (
-                counts[:, s],
-                design_matrix,
-                size[s],
-                offset,
-                prior_no_shrink_scale,
-                prior_scale,
-                shrink_index,
-            ),  # fmt: skip
+            lambda s: (counts[:, s], size[s], prior),
             store,
         )
         return beta, inv_hessian, converged
 
-    def _shrink_agrees_with_stock(
-        self,
-        counts: np.ndarray,
-        design_matrix: np.ndarray,
-        size: np.ndarray,
-        offset: np.ndarray,
-        prior_no_shrink_scale: float,
-        prior_scale: float,
-        shrink_index: int,
-    ) -> bool:
+    def _shrink_agrees_with_stock(self, counts: np.ndarray, size: np.ndarray, prior: _ShrinkPrior) -> bool:
         """Fit a few genes both ways before trusting the vectorised shrinkage with all of them.
 
         The lock-step driver is checked once against ``minimize``; this checks the objective, on this
@@ -889,21 +873,8 @@ class FastInference(DefaultInference):
         if not len(genes):
             return True
         with threadpool_limits(limits=1, user_api="blas"):
-            beta, _, ok = _shrink_chunk(counts[:, genes], design_matrix, size[genes], offset,
-                                        prior_no_shrink_scale, prior_scale, shrink_index)  # fmt: skip
-            ref = [
-                utils.nbinomGLM(
-                    design_matrix=design_matrix,
-                    counts=counts[:, g],
-                    size=size[g],
-                    offset=offset,
-                    prior_no_shrink_scale=prior_no_shrink_scale,
-                    prior_scale=prior_scale,
-                    optimizer="L-BFGS-B",
-                    shrink_index=shrink_index,
-                )  # fmt: skip
-                for g in genes
-            ]
+            beta, _, ok = _shrink_chunk(counts[:, genes], size[genes], prior)
+            ref = [prior.stock_fit(counts[:, g], size[g]) for g in genes]
         ref_beta = np.array([r[0] for r in ref])
         ref_ok = np.array([bool(r[2]) for r in ref])
         with np.errstate(invalid="ignore"):
