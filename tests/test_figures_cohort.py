@@ -22,7 +22,9 @@ from il6axis import plots
 from il6axis.de import benjamini_hochberg
 from il6axis.demo import DemoSpec, simulate
 from il6axis.expression import normalised_counts, panel_expression, size_factors
+from il6axis.plots import read_summary
 from il6axis.scores import mean_z_scores, score_model
+from il6axis.style import save
 
 SWAPPED = "DEMO003"  # recorded sex flipped on this sample: the sex check must flag it
 
@@ -124,9 +126,7 @@ def de_files(cohort, resources, tmp_path_factory):
 
 def test_library_sizes_writes_png_and_svg(cohort, tmp_path):
     adata, _ = cohort
-    path = tmp_path / "cohort.h5ad"
-    adata.write_h5ad(path)
-    fc.library_sizes_from_files(path, [tmp_path / "lib.png", tmp_path / "lib.svg"])
+    save(fc.library_sizes(adata), [tmp_path / "lib.png", tmp_path / "lib.svg"])
     _png_ok(tmp_path / "lib.png")
     _svg_ok(tmp_path / "lib.svg")
     table = fc.library_table(adata)
@@ -165,11 +165,7 @@ def test_sex_check_flags_the_planted_swap(cohort, resources, tmp_path):
     assert (others["inferred"] == others["recorded"]).all()
     fig = fc.sex_check(adata, markers)
     assert SWAPPED in _figure_text(fig)
-    path = tmp_path / "cohort.h5ad"
-    adata.write_h5ad(path)
-    markers_path = tmp_path / "markers.tsv"
-    markers.to_csv(markers_path, sep="\t", index=False)
-    fc.sex_check_from_files(path, markers_path, [tmp_path / "sex.png", tmp_path / "sex.svg"])
+    save(fc.sex_check(adata, markers), [tmp_path / "sex.png", tmp_path / "sex.svg"])
     _png_ok(tmp_path / "sex.png")
     _svg_ok(tmp_path / "sex.svg")
 
@@ -228,9 +224,7 @@ def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
     ]
     assert shares[0] >= shares[1] and sum(shares) <= 100
     assert shares[0] == pytest.approx(100 * ratio[0], abs=0.05)
-    path = tmp_path / "expr.h5ad"
-    adata.write_h5ad(path)
-    fc.pca_from_files(path, [tmp_path / "pca.png", tmp_path / "pca.svg"])
+    save(fc.pca_plot(adata), [tmp_path / "pca.png", tmp_path / "pca.svg"])
     _png_ok(tmp_path / "pca.png")
     _svg_ok(tmp_path / "pca.svg")
 
@@ -240,13 +234,23 @@ def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_de_figures_write_png_and_svg(de_files, tmp_path):
-    args = (de_files / "severe_vs_mild.tsv", de_files / "il6_panel.tsv", de_files / "summary.json", 0.05)
-    plots.volcano_from_files(*args, [tmp_path / "volcano.png", tmp_path / "volcano.svg"])
-    plots.ma_from_files(*args, [tmp_path / "ma.png", tmp_path / "ma.svg"])
-    plots.pvalue_histogram_from_files(
-        de_files / "severe_vs_mild.tsv", de_files / "summary.json", [tmp_path / "p.png", tmp_path / "p.svg"]
+def _de_inputs(de_files):
+    """The DE table, panel table and summary as the plot_cohort job loads them."""
+    return (
+        plots.load_de(de_files / "severe_vs_mild.tsv"),
+        pd.read_csv(de_files / "il6_panel.tsv", sep="\t"),
+        read_summary(de_files / "summary.json"),
     )
+
+
+def test_de_figures_write_png_and_svg(de_files, tmp_path):
+    table, panel, summary = _de_inputs(de_files)
+    save(
+        plots.volcano_figure(table, panel, summary, 0.05),
+        [tmp_path / "volcano.png", tmp_path / "volcano.svg"],
+    )
+    save(plots.ma_figure(table, panel, summary, 0.05), [tmp_path / "ma.png", tmp_path / "ma.svg"])
+    save(plots.pvalue_histogram_figure(table, summary), [tmp_path / "p.png", tmp_path / "p.svg"])
     for name in ("volcano", "ma", "p"):
         _png_ok(tmp_path / f"{name}.png")
         _svg_ok(tmp_path / f"{name}.svg")
@@ -282,24 +286,10 @@ def test_volcano_clips_extreme_fold_changes_to_the_edge():
 
 def test_panel_figures_write_png_and_svg(expression, de_files, tmp_path):
     sub, counts, sf = expression
-    path = tmp_path / "expr.h5ad"
-    sub.write_h5ad(path)
-    panel_de = pd.read_csv(de_files / "il6_panel.tsv", sep="\t")
-    fc.panel_heatmap_from_files(
-        path,
-        de_files / "il6_panel.tsv",
-        de_files / "summary.json",
-        0.05,
-        [tmp_path / "h.png", tmp_path / "h.svg"],
-    )
+    _, panel_de, summary = _de_inputs(de_files)
+    save(fc.panel_heatmap_figure(sub, panel_de, summary, 0.05), [tmp_path / "h.png", tmp_path / "h.svg"])
     genes = ["IL6", "IL6R", "SOCS3", "NOTAGENE"]
-    fc.panel_genes_from_files(
-        path,
-        de_files / "il6_panel.tsv",
-        de_files / "summary.json",
-        [tmp_path / "g.png", tmp_path / "g.svg"],
-        genes,
-    )
+    save(fc.panel_genes_figure(sub, panel_de, summary, genes), [tmp_path / "g.png", tmp_path / "g.svg"])
     vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
     expr = panel_de[["symbol", "tier", "role"]].merge(
         panel_expression(counts, sub.obs, sf, vst, [*panel_de["symbol"], "NOTAGENE"]),
@@ -308,12 +298,9 @@ def test_panel_figures_write_png_and_svg(expression, de_files, tmp_path):
         how="right",
     )
     expr["symbol"] = expr["gene"]
-    expr.to_csv(tmp_path / "panel_expression.tsv", sep="\t", index=False)
-    fc.panel_detection_from_files(
-        tmp_path / "panel_expression.tsv",
-        de_files / "summary.json",
+    save(
+        fc.panel_detection_figure(expr, summary, genes=["IL6", "IL6R", "NOTAGENE"]),
         [tmp_path / "d.png", tmp_path / "d.svg"],
-        genes=["IL6", "IL6R", "NOTAGENE"],
     )
     for name in ("h", "g", "d"):
         _png_ok(tmp_path / f"{name}.png")
@@ -345,12 +332,8 @@ def test_pathway_scores_figure_annotates_the_model(expression, de_files, tmp_pat
     long = scores.rename_axis("sample_id").reset_index().melt("sample_id", var_name="set", value_name="score")
     long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
     long["method"] = "mean_z"
-    long.to_csv(tmp_path / "scores.tsv", sep="\t", index=False)
-    models.to_csv(tmp_path / "models.tsv", sep="\t", index=False)
-    fc.pathway_scores_from_files(
-        tmp_path / "scores.tsv",
-        tmp_path / "models.tsv",
-        de_files / "summary.json",
+    save(
+        fc.pathway_scores_figure(long, models, read_summary(de_files / "summary.json")),
         [tmp_path / "s.png", tmp_path / "s.svg"],
     )
     _png_ok(tmp_path / "s.png")
@@ -362,11 +345,11 @@ def test_pathway_scores_figure_annotates_the_model(expression, de_files, tmp_pat
 
 
 def test_reruns_write_byte_identical_svg_and_png(de_files, tmp_path):
-    args = (de_files / "severe_vs_mild.tsv", de_files / "il6_panel.tsv", de_files / "summary.json", 0.05)
     digests = []
     for run in ("a", "b"):
         outs = [tmp_path / f"{run}.svg", tmp_path / f"{run}.png"]
-        plots.volcano_from_files(*args, outs)
+        table, panel, summary = _de_inputs(de_files)  # read afresh, as a rerun would
+        save(plots.volcano_figure(table, panel, summary, 0.05), outs)
         digests.append([p.read_bytes() for p in outs])
     assert digests[0] == digests[1]
 

@@ -9,10 +9,10 @@
   (:func:`pathway_score_boxes`).
 
 Each figure function takes in-memory AnnData / DataFrames and returns a matplotlib ``Figure``; the
-``*_figure`` variants add the report's title from the DE summary, and the ``*_from_files`` wrappers read
-the workflow's files and write PNG + SVG via :func:`il6axis.style.save`. :func:`write_cohort_figures`
-draws all of them, the DE figures of :mod:`il6axis.plots` included, from one read of each input: it is
-the plot_cohort rule (one job per cohort).
+``*_figure`` variants add the report's title from the DE summary. :func:`write_cohort_figures` reads
+each of the workflow's inputs once and draws all of them, the DE figures of :mod:`il6axis.plots`
+included, writing PNG + SVG via :func:`il6axis.style.save`: it is the plot_cohort rule (one job per
+cohort).
 """
 
 from __future__ import annotations
@@ -320,12 +320,6 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     return fig
 
 
-def library_sizes_from_files(cohort_path: str | Path, out_paths: Sequence[str | Path]) -> None:
-    """Library-size figure of the cohort AnnData (all samples)."""
-    save(library_sizes(ad.read_h5ad(cohort_path)), out_paths)
-    log.info("library sizes written to %s", list(map(str, out_paths)))
-
-
 # ----------------------------------------------------------------------------------------------------
 # QC (b): sex check
 # ----------------------------------------------------------------------------------------------------
@@ -541,18 +535,6 @@ def _sex_scatter(ax: plt.Axes, table: pd.DataFrame, female: str, male: str) -> N
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
 
 
-def sex_check_from_files(
-    cohort_path: str | Path, markers_path: str | Path, out_paths: Sequence[str | Path]
-) -> pd.DataFrame:
-    """Sex-check figure of the cohort AnnData; returns the per-sample table (logged discordances)."""
-    adata = ad.read_h5ad(cohort_path)
-    markers = pd.read_csv(markers_path, sep="\t")
-    table = log_sex_check(adata, markers)
-    save(sex_check(adata, markers), out_paths)
-    log.info("sex check written to %s", list(map(str, out_paths)))
-    return table
-
-
 def log_sex_check(adata: ad.AnnData, markers: pd.DataFrame) -> pd.DataFrame:
     """The per-sample sex-check table, with the discordant samples written to the log (the rule's log is
     where a reviewer looks for sample swaps)."""
@@ -648,12 +630,6 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     despine(ax)
     fig.tight_layout()
     return fig
-
-
-def pca_from_files(expression_path: str | Path, out_paths: Sequence[str | Path]) -> None:
-    """PCA figure of the expression AnnData (contrast samples, layer 'vst')."""
-    save(pca_plot(ad.read_h5ad(expression_path)), out_paths)
-    log.info("PCA written to %s", list(map(str, out_paths)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -791,22 +767,6 @@ def _heatmap_axes(
     return fig, ax_bar, ax, ax_cbar
 
 
-def panel_heatmap_from_files(
-    expression_path: str | Path,
-    panel_de_path: str | Path,
-    summary_path: str | Path,
-    alpha: float,
-    out_paths: Sequence[str | Path],
-) -> None:
-    """IL-6 panel heatmap of the expression AnnData's VST layer."""
-    adata = ad.read_h5ad(expression_path)
-    save(
-        panel_heatmap_figure(adata, pd.read_csv(panel_de_path, sep="\t"), read_summary(summary_path), alpha),
-        out_paths,
-    )
-    log.info("panel heatmap written to %s", list(map(str, out_paths)))
-
-
 def panel_heatmap_figure(
     adata: ad.AnnData, panel_de: pd.DataFrame, summary: Mapping, alpha: float
 ) -> plt.Figure:
@@ -885,20 +845,6 @@ def panel_gene_boxes(
     return fig
 
 
-def panel_genes_from_files(
-    expression_path: str | Path,
-    panel_de_path: str | Path,
-    summary_path: str | Path,
-    out_paths: Sequence[str | Path],
-    genes: Sequence[str] | None = None,
-) -> None:
-    """Per-gene figure of the IL-6 core (default :func:`default_panel_genes`)."""
-    adata = ad.read_h5ad(expression_path)
-    panel = pd.read_csv(panel_de_path, sep="\t")
-    save(panel_genes_figure(adata, panel, read_summary(summary_path), genes), out_paths)
-    log.info("panel gene figure written to %s", list(map(str, out_paths)))
-
-
 def panel_genes_figure(
     adata: ad.AnnData, panel_de: pd.DataFrame, summary: Mapping, genes: Sequence[str] | None = None
 ) -> plt.Figure:
@@ -963,18 +909,6 @@ def _format_cpm(cpm: float) -> str:
     if cpm >= 10:
         return f"{cpm:.0f}"
     return f"{cpm:.1f}" if cpm >= 1 else f"{cpm:.2f}"
-
-
-def panel_detection_from_files(
-    panel_expression_path: str | Path,
-    summary_path: str | Path,
-    out_paths: Sequence[str | Path],
-    genes: Sequence[str] = DETECTION_GENES,
-) -> None:
-    """Detection-rate bars of the IL-6-family ligands and receptors."""
-    table = pd.read_csv(panel_expression_path, sep="\t")
-    save(panel_detection_figure(table, read_summary(summary_path), genes), out_paths)
-    log.info("detection figure written to %s", list(map(str, out_paths)))
 
 
 def panel_detection_figure(
@@ -1045,20 +979,6 @@ def _model_note(row: pd.Series | None) -> str:
         note = row.get("note")
         return f"no model: {note}" if isinstance(note, str) and note else "no model"
     return effect_text("Δ", effect, float(row["ci_low"]), float(row["ci_high"]), float(row["padj"]))
-
-
-def pathway_scores_from_files(
-    scores_path: str | Path,
-    models_path: str | Path,
-    summary_path: str | Path,
-    out_paths: Sequence[str | Path],
-    method: str = "mean_z",
-) -> None:
-    """Pathway-score figure (one panel per gene set) of the scores and score-model tables."""
-    scores = pd.read_csv(scores_path, sep="\t")
-    models = pd.read_csv(models_path, sep="\t")
-    save(pathway_scores_figure(scores, models, read_summary(summary_path), method), out_paths)
-    log.info("pathway score figure written to %s", list(map(str, out_paths)))
 
 
 def pathway_scores_figure(
@@ -1165,29 +1085,22 @@ __all__ = [
     "de_annotation",
     "infer_sex",
     "library_sizes",
-    "library_sizes_from_files",
     "library_table",
     "log_axis_ticks",
     "log_sex_check",
     "normalise_sex",
     "panel_detection",
     "panel_detection_figure",
-    "panel_detection_from_files",
     "panel_gene_boxes",
     "panel_genes_figure",
-    "panel_genes_from_files",
     "panel_heatmap",
     "panel_heatmap_figure",
-    "panel_heatmap_from_files",
     "pathway_score_boxes",
     "pathway_scores_figure",
-    "pathway_scores_from_files",
-    "pca_from_files",
     "pca_plot",
     "pca_vst",
     "recorded_sex",
     "sex_check",
-    "sex_check_from_files",
     "sex_check_table",
     "write_cohort_figures",
     "zscore_genes",

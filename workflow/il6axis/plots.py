@@ -1,9 +1,9 @@
 """Differential-expression figures of one cohort (volcano, MA plot, p-value histogram) and the small
 helpers every per-cohort figure shares (titles, effect annotations, haloed labels, outlier clipping).
 
-Each figure is a function returning a matplotlib ``Figure`` built from in-memory tables, plus a
-``*_from_files`` wrapper that reads the workflow's files and writes PNG + SVG via :func:`il6axis.style.save`,
-so the plotting logic is testable without Snakemake.
+Each figure is a function returning a matplotlib ``Figure`` built from in-memory tables (``*_figure``
+adds the report's title from the DE summary), so the plotting logic is testable without Snakemake;
+:func:`il6axis.figures_cohort.write_cohort_figures` reads the files and saves them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from adjustText import adjust_text  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING  # noqa: E402
 from il6axis.groups import MILD, SEVERE  # noqa: E402
-from il6axis.style import DIRECTION_PALETTE, despine, save  # noqa: E402
+from il6axis.style import DIRECTION_PALETTE, despine  # noqa: E402
 
 log = logging.getLogger("il6axis.plots")
 
@@ -274,21 +274,6 @@ def load_de(results_path: str | Path) -> pd.DataFrame:
     return table
 
 
-def volcano_from_files(
-    results_path: str | Path,
-    panel_path: str | Path,
-    summary_path: str | Path,
-    alpha: float,
-    out_paths: Sequence[str | Path],
-) -> None:
-    """Volcano of ``severe_vs_mild.tsv`` with the IL-6 panel's core and significant genes labelled."""
-    table = load_de(results_path)
-    save(
-        volcano_figure(table, pd.read_csv(panel_path, sep="\t"), read_summary(summary_path), alpha), out_paths
-    )
-    log.info("volcano of %d tested genes written to %s", _n_tested(table), list(map(str, out_paths)))
-
-
 def volcano_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, alpha: float) -> plt.Figure:
     """:func:`volcano` of a loaded DE table with the report's title (cohort, n per group, design)."""
     design = summary.get("design", "?")
@@ -337,19 +322,6 @@ def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
     fig.tight_layout()
     _adjust(texts, ax)
     return fig
-
-
-def ma_from_files(
-    results_path: str | Path,
-    panel_path: str | Path,
-    summary_path: str | Path,
-    alpha: float,
-    out_paths: Sequence[str | Path],
-) -> None:
-    """MA plot of ``severe_vs_mild.tsv`` with the same gene labels as the volcano."""
-    table = load_de(results_path)
-    save(ma_figure(table, pd.read_csv(panel_path, sep="\t"), read_summary(summary_path), alpha), out_paths)
-    log.info("MA plot of %d genes written to %s", _n_tested(table), list(map(str, out_paths)))
 
 
 def ma_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, alpha: float) -> plt.Figure:
@@ -415,14 +387,6 @@ def pvalue_histogram(table: pd.DataFrame, title: str, bin_width: float = 0.05) -
     despine(ax)
     fig.tight_layout()
     return fig
-
-
-def pvalue_histogram_from_files(
-    results_path: str | Path, summary_path: str | Path, out_paths: Sequence[str | Path]
-) -> None:
-    """p-value histogram of the tested genes of ``severe_vs_mild.tsv``."""
-    save(pvalue_histogram_figure(load_de(results_path), read_summary(summary_path)), out_paths)
-    log.info("p-value histogram written to %s", list(map(str, out_paths)))
 
 
 def pvalue_histogram_figure(table: pd.DataFrame, summary: Mapping) -> plt.Figure:
