@@ -90,15 +90,25 @@ def mean_z_scores(
     """
     sd = vst.std(axis=0, ddof=1)
     z = (vst - vst.mean(axis=0)) / sd.where(sd > 0)
+    usable, coverage = _usable_genes(vst, gene_sets, sd, min_genes)
     scores = pd.DataFrame(index=vst.index)
-    coverage = []
+    for name, present in usable.items():
+        scores[name] = z[present].mean(axis=1) if present else np.nan
+    return scores, coverage
+
+
+def _usable_genes(
+    vst: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]], sd: pd.Series, min_genes: int
+) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Per set, the present non-constant genes to score (empty when the set is not scored), and coverage."""
+    usable, coverage = {}, []
     for name, genes in gene_sets.items():
         genes = _unique(genes)
         present, constant = _split_genes(vst, genes, sd)
         row = _coverage_row(name, genes, present, constant, min_genes)
         coverage.append(row)
-        scores[name] = z[present].mean(axis=1) if row["scored"] else np.nan
-    return scores, pd.DataFrame(coverage)
+        usable[name] = list(present) if row["scored"] else []
+    return usable, pd.DataFrame(coverage)
 
 
 def score_genes_scores(
@@ -130,14 +140,10 @@ def score_genes_scores(
         obs=pd.DataFrame(index=vst.index.astype(str)),
         var=pd.DataFrame(index=vst.columns.astype(str)),
     )
+    usable, coverage = _usable_genes(vst, gene_sets, sd, min_genes)
     scores = pd.DataFrame(index=vst.index)
-    coverage = []
-    for name, genes in gene_sets.items():
-        genes = _unique(genes)
-        present, constant = _split_genes(vst, genes, sd)
-        row = _coverage_row(name, genes, present, constant, min_genes)
-        coverage.append(row)
-        if not row["scored"]:
+    for name, present in usable.items():
+        if not present:
             scores[name] = np.nan
             continue
         sc.tl.score_genes(
@@ -151,7 +157,7 @@ def score_genes_scores(
             score_name="_score",
         )
         scores[name] = adata.obs["_score"].to_numpy()
-    return scores, pd.DataFrame(coverage)
+    return scores, coverage
 
 
 def _term(name: str) -> str:
