@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_cmd import ROOT, snakemake_cmd  # sibling module: bench/ is sys.path[0]
 
 
 def main() -> None:
@@ -22,21 +22,7 @@ def main() -> None:
     parser.add_argument("--configfile", default=str(ROOT / "config" / "demo.yaml"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            workdir,
-            "--configfile",
-            args.configfile,
-            "--cores",
-            str(args.cores),
-            "--quiet",
-            "all",
-        ]
+        cmd = snakemake_cmd(workdir, args.configfile, args.cores, "--quiet", "all")
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - start

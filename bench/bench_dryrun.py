@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_cmd import snakemake_cmd  # sibling module: bench/ is sys.path[0]
 
 
 def synthetic_config(n_cohorts: int) -> dict:
@@ -41,22 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         configfile = Path(workdir) / "config.yaml"
         configfile.write_text(yaml.safe_dump(synthetic_config(args.cohorts)))
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--quiet",
-            "rules",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            workdir,
-            "--configfile",
-            str(configfile),
-            "--cores",
-            "2",
-        ]
+        cmd = snakemake_cmd(workdir, configfile, 2, "-n", "--quiet", "rules")
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()

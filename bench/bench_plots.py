@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from workflow_cmd import ROOT, snakemake_cmd  # sibling module: bench/ is sys.path[0]
 
 
 def config_with_copies(n: int) -> dict:
@@ -41,21 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         configfile = Path(workdir) / "config.yaml"
         configfile.write_text(yaml.safe_dump(config_with_copies(args.cohorts)))
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            workdir,
-            "--configfile",
-            str(configfile),
-            "--cores",
-            str(args.cores),
-            "--quiet",
-            "all",
-        ]
+        cmd = snakemake_cmd(workdir, configfile, args.cores, "--quiet", "all")
         load_before = os.getloadavg()
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)

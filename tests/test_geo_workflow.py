@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from geo_server import FakeGeo
+from real_cohorts import GSE155454_CONTRAST
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
 from il6axis.acquire import retrieve, source_url
@@ -40,21 +41,13 @@ def _test_config(base_url: str, shared_data) -> dict:
         "sample_column": "geo_accession",
     }
     gse155454 = {
-        "tissue": "whole_blood",
+        **GSE155454_CONTRAST,
         "counts": {"source": "geo_supplementary", "file": "GSE155454_counts_kuanrongchan_v1.csv.gz"},
         "metadata": {
             "source": "geo_supplementary",
             "file": "GSE155454_sample_sheet_from_colnames.csv.gz",
             "sample_column": "sample",
         },
-        "derived_fields": {"day_of_illness": {"from": "timepoint_tag", "regex": "day([0-9]+)"}},
-        "severity": {
-            "field": "group_label_in_source",
-            "severe": ["severe"],
-            "mild": ["mild"],
-            "exclude": ["1", "healthy"],
-        },
-        "covariates": {"day_of_illness": {"field": "day_of_illness", "type": "numeric"}},
     }
     # Published as DESeq2-normalised values only: the log2 linear-model route, off the pooled scale.
     gse293708 = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from real_cohorts import GSE155454_CONTRAST
 from scipy import stats
 
 from il6axis.errors import InputError
@@ -194,17 +195,9 @@ def test_real_gse155454_scores_and_missing_il6(shared_data):
     from il6axis.build import build_cohort
 
     spec = {
-        "tissue": "whole_blood",
+        **GSE155454_CONTRAST,
         "counts": {"gene_id": "symbol", "value_type": "counts", "map_symbols": True},
         "metadata": {"source": "sample_sheet", "sample_column": "sample"},
-        "derived_fields": {"day_of_illness": {"from": "timepoint_tag", "regex": "day([0-9]+)"}},
-        "severity": {
-            "field": "group_label_in_source",
-            "severe": ["severe"],
-            "mild": ["mild"],
-            "exclude": ["1", "healthy"],
-        },
-        "covariates": {"day_of_illness": {"field": "day_of_illness", "type": "numeric"}},
     }
     built = build_cohort(
         "GSE155454",
