@@ -525,3 +525,16 @@ def test_front_page_renders_cohort_definitions_and_headlines(config_name, headli
     else:
         assert "one sample per patient: no (all samples kept)" in text
     assert "SOCS3" in html and "Software" in html and "appear here" not in html
+
+
+def test_headlines_name_a_normalised_cohort_and_keep_it_out_of_the_strata(headline_inputs):
+    """A log2-normalised cohort is explained on the front page and not counted among pooled cohorts."""
+    inputs = dict(headline_inputs)
+    tmm = {**_summaries()["WB1"], "cohort": "TMM4", "scale": "log2_normalised"}
+    inputs["summaries"] = {**inputs["summaries"], "TMM4": tmm}
+    inputs["orientation"] = {**inputs["orientation"], "TMM4": _orientation("TMM4", 1.0, 9)[1]}
+    text = headlines_rst(**inputs)
+    assert "``TMM4``: only normalised values are published" in text
+    assert "all scales pooled" in text
+    assert "up in 2/2 whole-blood cohorts" in text  # still the two pooled whole-blood cohorts
+    _rst_html(text)

@@ -18,7 +18,7 @@ from il6axis.counts_io import normalised_array, read_count_table, reconcile_samp
 from il6axis.errors import InputError
 from il6axis.gene_ids import load_gene_info, map_to_symbols
 from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
-from il6axis.severity_model import NORMALISED, scale_for
+from il6axis.severity_model import NORMALISED
 
 log = logging.getLogger("il6axis.build")
 
@@ -128,7 +128,6 @@ def build_cohort(
         "counts_file": Path(counts_path).name,
         "metadata_file": Path(metadata_path).name,
         "value_type": value_type,
-        "scale": scale_for(value_type),
         "rounding": json.dumps(rounding),
         "gene_mapping": json.dumps(report.to_dict(), default=str),
         "covariates": list(spec.get("covariates", {})),

@@ -38,6 +38,7 @@ from matplotlib.cbook import boxplot_stats  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
+from il6axis import severity_model  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.groups import EXCLUDED, MILD, SEVERE  # noqa: E402
 from il6axis.plots import (  # noqa: E402
@@ -206,11 +207,10 @@ def box_lines(
 
 
 def log_scale_name(source: ad.AnnData | Mapping) -> str:
-    """Name of the cohort's log expression scale for labels: the VST for counts, log2(value + 1) for a
-    cohort that publishes normalised values only (its ``vst`` layer holds that instead)."""
-    uns = source.uns if isinstance(source, ad.AnnData) else source
-    normalised = uns.get("value_type") == "normalised" or uns.get("scale") == "log2_normalised"
-    return "log2(normalised + 1)" if normalised else "VST"
+    """Name of the cohort's log expression scale for labels, from its AnnData or its DE summary: the VST
+    for counts, log2(value + 1) for a cohort that publishes normalised values only."""
+    scale = severity_model.scale_of(source) if isinstance(source, ad.AnnData) else source.get("scale")
+    return "log2(normalised + 1)" if scale == severity_model.SCALE_NORMALISED else "VST"
 
 
 def _log_ticks(ax: plt.Axes) -> None:
@@ -290,7 +290,7 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     n = _counts_by_group(table["severity"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
     point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS)
-    normalised = adata.uns.get("value_type") == "normalised"
+    normalised = severity_model.is_normalised(adata)
     total_name = "sum of normalised values" if normalised else "library size"
     axes[0].set_ylabel(f"{total_name} (millions)" if normalised else "library size (million counts)")
     box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS)

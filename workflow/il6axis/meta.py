@@ -29,6 +29,7 @@ from statsmodels.tools.sm_exceptions import InvalidTestWarning
 from il6axis.de import benjamini_hochberg
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
+from il6axis.severity_model import SCALE_COUNTS
 
 __all__ = [
     "ALL_STRATA",
@@ -38,6 +39,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "forest_table",
     "meta_analyse",
+    "off_primary_scale",
     "off_scale_cohorts",
     "random_effects",
     "read_cohort_effects",
@@ -50,7 +52,7 @@ __all__ = [
 log = logging.getLogger("il6axis.meta")
 
 REQUIRED_COLUMNS = ("cohort", "feature", "log2FoldChange", "lfcSE", "stat", "padj", "n", "tissue")
-DEFAULT_SCALE = "log2_counts"
+DEFAULT_SCALE = SCALE_COUNTS  # log2 fold changes of counts (the NB model)
 ALL_STRATA = "all"
 REASON_FEW = "fewer than 2 cohorts"
 NOTE_K2 = "k=2: 1-df t interval is very wide"
@@ -694,7 +696,13 @@ def off_scale_cohorts(effects: pd.DataFrame) -> list[str]:
     the count scale there is nothing to protect, and all cohorts are pooled.
     """
     scale = effects.get("scale", pd.Series(DEFAULT_SCALE, index=effects.index))
-    scale = scale.fillna(DEFAULT_SCALE).astype(str).replace("", DEFAULT_SCALE)
-    if not (scale == DEFAULT_SCALE).any():
+    return off_primary_scale(zip(effects["cohort"], scale, strict=True))
+
+
+def off_primary_scale(cohort_scales: Iterable[tuple[str, str | None]]) -> list[str]:
+    """:func:`off_scale_cohorts` from (cohort, scale) pairs, e.g. from the DE summaries; a missing or
+    empty scale is the count scale."""
+    pairs = [(str(c), DEFAULT_SCALE if pd.isna(s) or s == "" else str(s)) for c, s in cohort_scales]
+    if all(s != DEFAULT_SCALE for _, s in pairs):
         return []
-    return sorted(set(effects.loc[scale != DEFAULT_SCALE, "cohort"].astype(str)))
+    return sorted({c for c, s in pairs if s != DEFAULT_SCALE})

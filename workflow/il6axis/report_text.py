@@ -23,6 +23,7 @@ import yaml
 
 from il6axis.errors import InputError
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
+from il6axis.meta import off_primary_scale
 
 __all__ = [
     "CORE_GENES",
@@ -132,17 +133,19 @@ def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
     return [*lines, ""]
 
 
+def _off_scale(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return off_primary_scale((c, s.get("scale")) for c, s in summaries.items())
+
+
 def _stratum_cohorts(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
     """Pooled cohorts in each material stratum (and ``all``), in the given cohort order.
 
-    Like ``meta.off_scale_cohorts``: cohorts on another effect scale than log2 counts are not pooled
-    while any cohort is on that scale.
+    Cohorts on another effect scale are left out as in the meta-analysis (``meta.off_primary_scale``).
     """
     out: dict[str, list[str]] = {s: [] for s in STRATUM_ORDER}
-    scales = {c: str(s.get("scale") or "log2_counts") for c, s in summaries.items()}
-    on_scale = "log2_counts" in scales.values()
+    not_pooled = set(_off_scale(summaries))
     for cohort, summary in summaries.items():
-        if on_scale and scales[cohort] != "log2_counts":
+        if cohort in not_pooled:
             continue
         out[_TISSUE_STRATUM.get(str(summary.get("tissue", "other")), "other")].append(cohort)
         out["all"].append(cohort)
@@ -196,7 +199,7 @@ def _cohort_section(summaries: Mapping[str, Mapping[str, Any]], alpha: float) ->
         )
     header = ["cohort", "material", "severe", "mild", "design", "genes tested (up / down)"]
     lines += _list_table(header, rows)
-    off_scale = [c for c, s in summaries.items() if s.get("scale", "log2_counts") != "log2_counts"]
+    off_scale = _off_scale(summaries)
     if off_scale:
         names = ", ".join(f"``{c}``" for c in off_scale)
         lines += [

@@ -10,8 +10,8 @@
   same quantity as, an NB log2 fold change, so the meta-analysis pools them only as a sensitivity
   analysis (``il6axis.meta.run_meta``).
 
-The choice is recorded in the cohort AnnData (``uns["value_type"]``, ``uns["scale"]``) when it is built,
-so every later step reads it from its input rather than from the config.
+The choice is recorded in the cohort AnnData (``uns["value_type"]``) when it is built, so every later
+step reads it from its input rather than from the config; the scale is derived from it here.
 """
 
 from __future__ import annotations
@@ -29,11 +29,6 @@ SCALE_COUNTS = "log2_counts"
 SCALE_NORMALISED = "log2_normalised"
 MODEL_NB = "negative-binomial GLM (pydeseq2, Wald test)"
 MODEL_LINEAR = "linear model on log2(value + 1), moderated t (limma-trend method)"
-
-
-def scale_for(value_type: str) -> str:
-    """Effect scale of a cohort whose count table has this ``counts.value_type``."""
-    return SCALE_NORMALISED if value_type == NORMALISED else SCALE_COUNTS
 
 
 def is_normalised(adata: ad.AnnData) -> bool:
