@@ -853,8 +853,9 @@ def celltype_volcano(
 ) -> None:
     """The bulk volcano (il6axis.plots.volcano) for one cell type's DE table."""
     from il6axis import plots
+    from il6axis.style import save
 
-    plots.save(plots.volcano(table, label_genes, alpha, title), [out_path])
+    save(plots.volcano(table, label_genes, alpha, title), [out_path])
 
 
 def pathway_score_plot(scores: pd.DataFrame, out_path: str | Path, title: str) -> None:
