@@ -9,8 +9,11 @@
 #   does in pydeseq2); numeric covariates arrive already standardised by Python and are used as is.
 # WORKERS: 1 (default) = single-threaded DESeq(); N > 1 = BiocParallel::MulticoreParam(N).
 # Cook's outlier replacement/filtering and independent filtering keep R's defaults.
-# Writes the results table (gene, baseMean, log2FoldChange, lfcSE, stat, pvalue, padj) and a JSON with the
-# elapsed seconds of DESeqDataSetFromMatrix + DESeq + results (library loading and file reading excluded).
+# Writes the results table (gene, baseMean, log2FoldChange, lfcSE, stat, pvalue, padj, then the per-gene
+# intermediates dispGeneEst, dispGeneIter, dispFit, dispMAP, dispIter, dispersion, dispOutlier, maxCooks,
+# replace, betaConv) and a JSON with the elapsed seconds of DESeqDataSetFromMatrix + DESeq + results
+# (library loading and file reading excluded), the size factors, the dispersion trend and prior, and the
+# independent-filtering grid (threshold, theta, rejections per theta, lowess fit).
 
 suppressPackageStartupMessages({
   library(DESeq2)
@@ -72,8 +75,16 @@ table <- data.frame(
   padj = res$padj,
   check.names = FALSE
 )
+# The per-gene intermediates, for the gene-by-gene comparison (compare_with_r.py --explain).
+gene_info <- mcols(dds)
+for (name in c("dispGeneEst", "dispGeneIter", "dispFit", "dispMAP", "dispIter", "dispersion",
+               "dispOutlier", "maxCooks", "replace", "betaConv")) {
+  table[[name]] <- if (name %in% names(gene_info)) as.vector(gene_info[[name]]) else NA
+}
 write.table(table, out_path, sep = "\t", quote = FALSE, row.names = FALSE, na = "NA")
 n_replaced <- if ("replace" %in% names(mcols(dds))) sum(mcols(dds)$replace, na.rm = TRUE) else 0L
+disp_fn <- dispersionFunction(dds)
+meta <- metadata(res)
 info <- list(
   elapsed_s = elapsed,
   workers = workers,
@@ -83,6 +94,15 @@ info <- list(
   n_genes = nrow(counts),
   n_samples = ncol(counts),
   n_cooks_replaced_genes = n_replaced,
+  size_factors = unname(sizeFactors(dds)),
+  disp_trend_coefficients = unname(attr(disp_fn, "coefficients")),
+  disp_fit_type = attr(disp_fn, "fitType"),
+  var_log_disp_ests = attr(disp_fn, "varLogDispEsts"),
+  disp_prior_var = attr(disp_fn, "dispPriorVar"),
+  filter_threshold = if (is.null(meta$filterThreshold)) NA else unname(meta$filterThreshold),
+  filter_theta = if (is.null(meta$filterTheta)) NA else meta$filterTheta,
+  filter_num_rej = if (is.null(meta$filterNumRej)) NA else meta$filterNumRej$numRej,
+  filter_lowess = if (is.null(meta$lo.fit)) NA else meta$lo.fit$y,
   loadavg = tryCatch(readLines("/proc/loadavg", n = 1), error = function(e) "")
 )
-writeLines(toJSON(info, auto_unbox = TRUE, pretty = TRUE), timing_path)
+writeLines(toJSON(info, auto_unbox = TRUE, pretty = TRUE, digits = NA), timing_path)

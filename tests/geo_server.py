@@ -12,6 +12,15 @@ same URL layout as the real hosts:
 plus files registered at runtime with :meth:`FakeGeo.add_file`. Unknown paths get a 404 with a
 small HTML body, as real GEO does. The data root is only ever read.
 
+Folder URLs ``/geo/series/<GSEnnn>/<acc>/suppl/`` and ``.../matrix/`` answer with an HTML directory
+index, as ftp.ncbi.nlm.nih.gov does (without the trailing ``/``: a 301 to it). ``matrix/`` lists the
+accession's ``*_series_matrix*`` files; ``suppl/`` lists the others except NCBI-generated tables
+(``*NCBI*``, served under ``/geo/download/``), family SOFT files (``soft/``), ``*.md`` and hidden files;
+both add the files registered with :meth:`FakeGeo.add_file` under that folder. ``listing_style``
+chooses the page layout: ``"ncbi"`` (Apache ``<pre>`` index with an absolute parent link, as NCBI
+serves), ``"apache"`` (fancy-index table with ``?C=N;O=D`` sort links) or ``"nginx"`` (autoindex with
+``../`` and percent-escaped hrefs). A folder with no files at all is a 404.
+
 Faults can be injected per request target (path + query string, exactly as requested; a full URL
 starting with ``base_url`` is accepted too). Faults for a target are consumed in the order they
 were added; each applies ``times`` times (None = forever), after which the file is served normally:
@@ -47,6 +56,10 @@ _SERIES_RE = re.compile(
     r"^/geo/series/(?P<stub>GSE\d*nnn)/(?P<acc>GSE\d+)/(?P<sub>matrix|suppl)/(?P<file>[^/]+)$"
 )
 _ACC_RE = re.compile(r"^GSE\d+$")
+_FOLDER_RE = re.compile(
+    r"^/geo/series/(?P<stub>GSE\d*nnn)/(?P<acc>GSE\d+)/(?P<sub>matrix|suppl)(?P<slash>/?)$"
+)
+LISTING_STYLES = ("ncbi", "apache", "nginx")
 
 _HTML_404 = (
     "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
@@ -96,8 +109,11 @@ class _Fault:
 class FakeGeo:
     """Threaded HTTP server on 127.0.0.1 (random port) mimicking GEO/NCBI download URLs."""
 
-    def __init__(self, data_root: str | Path | None = None) -> None:
+    def __init__(self, data_root: str | Path | None = None, listing_style: str = "ncbi") -> None:
+        if listing_style not in LISTING_STYLES:
+            raise ValueError(f"listing_style must be one of {LISTING_STYLES}, got {listing_style!r}")
         self.data_root = Path(data_root) if data_root is not None else None
+        self.listing_style = listing_style
         self.requests: list[str] = []  # request targets (path + query), in arrival order
         self.methods: list[str] = []  # HTTP method of each entry in ``requests``
         self._extra: dict[str, Path] = {}
@@ -247,6 +263,78 @@ class FakeGeo:
             return candidate
         return None
 
+    def listing(self, accession: str, subdir: str) -> list[str] | None:
+        """Names listed in a series folder (``suppl`` or ``matrix``), or None if it holds nothing (404)."""
+        names: set[str] = set()
+        if self.data_root is not None and (self.data_root / accession).is_dir():
+            names.update(
+                p.name
+                for p in (self.data_root / accession).iterdir()
+                if p.is_file() and _listed_in(subdir, p.name)
+            )
+        prefix = f"/geo/series/{_series_stub(accession)}/{accession}/{subdir}/"
+        with self._lock:
+            extra = [t for t in self._extra if t.startswith(prefix) and "?" not in t]
+        names.update(urllib.parse.unquote(t[len(prefix) :]) for t in extra)
+        names = {n for n in names if n and "/" not in n}
+        return sorted(names) or None
+
+
+def _listed_in(subdir: str, name: str) -> bool:
+    """Whether a data-root file appears in the ``matrix/`` or ``suppl/`` listing (see module docstring)."""
+    if not _safe_name(name) or name.endswith(".md"):
+        return False
+    if subdir == "matrix":
+        return "_series_matrix" in name
+    return "_series_matrix" not in name and "NCBI" not in name and "_family.soft" not in name
+
+
+def listing_page(path: str, names: list[str], style: str) -> str:
+    """An HTML directory index of ``names`` at URL path ``path`` (ending in ``/``) in the given style."""
+    folder = path.rstrip("/")
+    parent = folder.rsplit("/", 1)[0] + "/"
+    title = f"Index of {html.escape(folder)}"
+    stamp, size = "2021-04-21 10:48", "5.3M"
+    if style == "nginx":
+        rows = [
+            f'<a href="{urllib.parse.quote(n)}">{html.escape(n)}</a>{" " * max(1, 51 - len(n))}'
+            f"21-Apr-2021 10:48    5533184"
+            for n in names
+        ]
+        return (
+            f"<html>\r\n<head><title>{title}/</title></head>\r\n<body>\r\n<h1>{title}/</h1><hr><pre>"
+            '<a href="../">../</a>\r\n' + "\r\n".join(rows) + "\r\n</pre><hr></body>\r\n</html>\r\n"
+        )
+    if style == "apache":
+        sort = "".join(
+            f'<th><a href="?C={c};O=D">{label}</a></th>'
+            for c, label in (("N", "Name"), ("M", "Last modified"), ("S", "Size"), ("D", "Description"))
+        )
+        rows = [
+            f'<tr><td valign="top"><img src="/icons/unknown.gif" alt="[   ]"></td>'
+            f'<td><a href="{urllib.parse.quote(n)}">{html.escape(n)}</a></td>'
+            f'<td align="right">{stamp}  </td><td align="right">{size}</td><td>&nbsp;</td></tr>'
+            for n in names
+        ]
+        return (
+            '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n<html>\n <head>\n'
+            f"  <title>{title}</title>\n </head>\n <body>\n<h1>{title}</h1>\n<table>\n"
+            f'<tr><th valign="top"><img src="/icons/blank.gif" alt="[ICO]"></th>{sort}</tr>\n'
+            f'<tr><td valign="top"><img src="/icons/back.gif" alt="[PARENTDIR]"></td>'
+            f'<td><a href="{parent}">Parent Directory</a></td><td>&nbsp;</td><td align="right">  - </td>'
+            "<td>&nbsp;</td></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n"
+        )
+    rows = [
+        f'<a href="{urllib.parse.quote(n)}">{html.escape(n)}</a>{" " * max(1, 56 - len(n))}{stamp}  {size}  '
+        for n in names
+    ]
+    return (
+        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n<html>\n <head>\n'
+        f"  <title>{title}</title>\n </head>\n <body>\n<h1>{title}</h1>\n"
+        f'<pre>Name{" " * 52}Last modified      Size  <hr><a href="{parent}">Parent Directory</a>'
+        f"{' ' * 40}-   \n" + "\n".join(rows) + "\n<hr></pre>\n</body></html>\n"
+    )
+
 
 def _make_handler(geo: FakeGeo) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -282,6 +370,10 @@ def _make_handler(geo: FakeGeo) -> type[BaseHTTPRequestHandler]:
                     self._send_html(200, _HTML_ERROR_PAGE, head_only)
                     return
 
+            folder = _FOLDER_RE.match(urllib.parse.urlsplit(target).path)
+            if folder and folder["stub"] == _series_stub(folder["acc"]):
+                self._serve_listing(folder, target, head_only)
+                return
             local = geo.resolve(target)
             if local is None:
                 self._send_html(404, _not_found_page(target), head_only)
@@ -311,6 +403,19 @@ def _make_handler(geo: FakeGeo) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             self.close_connection = True
+
+        def _serve_listing(self, folder: re.Match[str], target: str, head_only: bool) -> None:
+            names = geo.listing(folder["acc"], folder["sub"])
+            if names is None:
+                self._send_html(404, _not_found_page(target), head_only)
+            elif not folder["slash"]:  # like Apache: a folder URL without its slash is redirected
+                self.send_response(301)
+                self.send_header("Location", urllib.parse.urlsplit(target).path + "/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                path = urllib.parse.urlsplit(target).path
+                self._send_html(200, listing_page(path, names, geo.listing_style), head_only)
 
         def do_GET(self) -> None:
             self._serve(head_only=False)

@@ -100,6 +100,57 @@ def test_sample_ids_that_do_not_match(tmp_path):
         _build(tmp_path, counts, samples)
 
 
+def test_count_columns_without_metadata_within_the_bound_are_set_aside(tmp_path):
+    counts, samples = _good()
+    counts["s9"] = [4321, 1234]  # a column the sample sheet does not describe
+    spec = {**SPEC, "metadata": {**SPEC["metadata"], "max_unmatched_columns": {"fraction": 0.2}}}
+    built = _build(tmp_path, counts, samples, spec)
+    assert list(built.adata.obs_names) == ["s1", "s2", "s3", "s4"]
+    assert 4321 not in built.adata.X
+    assert built.unmatched.to_dict("records") == [
+        {
+            "sample": "s9",
+            "side": "count column without metadata",
+            "reason": "no metadata row matches this count column by metadata index (sample_id)",
+        }
+    ]
+
+
+def test_count_columns_without_metadata_beyond_the_bound(tmp_path):
+    counts, samples = _good()
+    counts["s9"] = [4321, 1234]  # 1 of 5 columns = 20%, over the default 10%
+    with pytest.raises(InputError) as err:
+        _build(tmp_path, counts, samples)
+    msg = str(err.value)
+    assert msg.startswith("bad: samples.tsv vs counts.tsv: cannot match the count columns")
+    assert "1 of 5 count column(s) have no metadata row" in msg and "Unmatched columns: 's9'" in msg
+    assert "`metadata.max_unmatched_columns` allows (fraction 0.1, count null)" in msg
+
+
+@pytest.mark.e2e
+def test_unmatched_bound_stops_the_rule_without_partial_output(tmp_path):
+    """Past `metadata.max_unmatched_columns` build_cohort fails; none of its outputs are left."""
+    counts, samples = _good()
+    counts["s9"] = [4321, 1234]
+    counts_path, samples_path = _write(tmp_path, counts, samples)
+    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
+    cohort = config["cohorts"]["demo"]
+    cohort["counts"]["path"] = str(counts_path)
+    cohort["metadata"]["path"] = str(samples_path)
+    cohort["covariates"] = {}
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    proc = run_snakemake(workdir, configfile, "results/cohorts/demo.h5ad")
+    assert proc.returncode != 0
+    log = (workdir / "results/logs/build_cohort/demo.log").read_text()
+    assert "1 of 5 count column(s) have no metadata row" in log and "'s9'" in log
+    for suffix in ("h5ad", "samples.tsv", "gene_mapping.tsv", "unmatched.tsv", "subjects.tsv"):
+        assert not (workdir / f"results/cohorts/demo.{suffix}").exists(), suffix
+    shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+
+
 @pytest.mark.e2e
 def test_workflow_fails_cleanly_and_leaves_no_partial_output(tmp_path):
     """A bad severity value stops build_cohort with the message in the log; no h5ad is left behind."""

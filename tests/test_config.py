@@ -42,6 +42,7 @@ def test_defaults_are_filled():
         "min_count": 10,
         "lfc_shrink": True,
         "cooks_refit": True,
+        "engine": "r_compatible",
         "threads": 2,
     }
 

@@ -334,14 +334,16 @@ def test_reconcile_explicit_candidates() -> None:
         "b": "G1",
     }
     assert reconcile_sample_ids(["G1"], meta, candidates=[INDEX], file_label="f") == {"G1": "G1"}
-    with pytest.raises(InputError, match=r"f: sample-ID candidate column\(s\) \['nope'\]"):
+    with pytest.raises(
+        InputError, match=r"f: `metadata.match_keys` names 'nope'.*available: 'index', 'title'"
+    ):
         reconcile_sample_ids(["a"], meta, candidates=["nope"], file_label="f")
 
 
-def test_reconcile_ambiguous_title_is_not_used() -> None:
-    """Two metadata rows with the same title cannot identify a count column."""
+def test_reconcile_ambiguous_title_is_an_error_naming_both_rows() -> None:
+    """Two metadata rows with the same title cannot identify a count column: both are named."""
     meta = pd.DataFrame({"title": ["P1", "P1", "P2"]}, index=["G1", "G2", "G3"])
-    with pytest.raises(InputError, match=r"f: cannot match"):
+    with pytest.raises(InputError, match=r"f: ambiguous sample match by 'title': 'P1' matches 'G1'.*'G2'"):
         reconcile_sample_ids(["P1", "P2"], meta, file_label="f")
 
 
@@ -363,6 +365,7 @@ def test_reconcile_failure_message() -> None:
     msg = str(err.value)
     assert msg.startswith("GSE1_counts.tsv: cannot match")
     assert "7 of 9" in msg
-    assert "'lib0'" in msg and "'lib4'" in msg and "'lib5'" not in msg  # at most 5 unmatched shown
-    assert "'GSM0'" in msg and "'patient 0'" in msg
-    assert "metadata.sample_column" in msg and "counts.sample_id" in msg
+    assert all(f"'lib{i}'" in msg for i in range(7))  # every unmatched column is named
+    # Examples of metadata IDs and titles are cut at 5, and the message says how many were left out.
+    assert "'GSM0'" in msg and "'patient 0'" in msg and "and 3 more (8 in total)" in msg
+    assert "metadata.match_keys" in msg and "metadata.max_unmatched_columns" in msg

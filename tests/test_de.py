@@ -24,6 +24,7 @@ from il6axis.de import (
     run_deseq2,
 )
 from il6axis.demo import DemoSpec, simulate
+from il6axis.errors import InputError
 from il6axis.fast_inference import FastInference
 
 NAMED = ["IL6", "IL6R", "IL6ST", "SOCS3", "HLA-DRA", "CD177", "XIST", "RPS4Y1"]
@@ -149,6 +150,12 @@ def test_settings_from_rule_params():
         3,
     )
     assert not settings_from_params(params, 1, lfc_shrink=False).lfc_shrink
+    assert settings.engine == "r_compatible"  # the default when the rule declares no engine
+    params.engine = "pydeseq2"
+    assert settings_from_params(params, 1).engine == "pydeseq2"
+    params.engine = "edgeR"
+    with pytest.raises(InputError, match="de.engine"):
+        settings_from_params(params, 1)
 
 
 def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):

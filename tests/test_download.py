@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import sys
 import urllib.request
@@ -15,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for geo_server under
 
 from geo_server import FakeGeo, make_fake_geo_fixture  # noqa: E402
 
+from il6axis import acquire  # noqa: E402
 from il6axis import download as dl  # noqa: E402
+from il6axis.errors import InputError  # noqa: E402
 
 fake_geo = make_fake_geo_fixture()
 
@@ -443,3 +446,582 @@ def test_custom_logger(
     caplog.set_level(logging.INFO, logger="il6axis.tests.custom")
     dl.fetch(dl.gene_info_url(fake_geo.base_url), tmp_path / "gi.gz", logger=custom, **FAST)
     assert any(r.name == "il6axis.tests.custom" and "sha256=" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------ directory listings
+
+GEO_SUPPL = "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE172nnn/GSE172114/suppl/"
+
+# NCBI's FTP-over-HTTPS index: Apache <pre> listing, absolute parent link, relative file links.
+NCBI_PRE_PAGE = """<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">
+<html><head><title>Index of /geo/series/GSE172nnn/GSE172114/suppl</title></head><body>
+<h1>Index of /geo/series/GSE172nnn/GSE172114/suppl</h1>
+<pre>Name                    Last modified      Size  <hr>
+<a href="/geo/series/GSE172nnn/GSE172114/">Parent Directory</a>   -
+<a href="GSE172114_rsem_gene_count_matrix_TMM_69samples.csv.gz">GSE172114_rsem_gene_count_matrix_TMM..&gt;</a>
+ 2021-04-21 10:48  5.3M
+<a href="filelist.txt">filelist.txt</a>            2021-04-21 10:48  123
+<hr></pre></body></html>
+"""
+
+# Apache fancy index: sort links, icons, ../ parent, a sub-folder, absolute-path and full-URL file links,
+# a link into another series and an in-page anchor (all but the two files and the absolute ones ignored).
+APACHE_TABLE_PAGE = """<html><body><h1>Index of /geo/series/GSE172nnn/GSE172114/suppl</h1><table>
+<tr><th><img src="/icons/blank.gif" alt="[ICO]"></th><th><a href="?C=N;O=D">Name</a></th>
+<th><a href="?C=M;O=A">Last modified</a></th><th><a href="?C=S;O=A">Size</a></th></tr>
+<tr><td><img src="/icons/back.gif"></td><td><a href="../">Parent Directory</a></td></tr>
+<tr><td><a href="GSE172114_RAW/">GSE172114_RAW/</a></td></tr>
+<tr><td><a href="/geo/series/GSE172nnn/GSE172114/suppl/GSE172114_abs%20path.txt">abs</a></td></tr>
+<tr><td><a href="https://ftp.ncbi.nlm.nih.gov/geo/series/GSE172nnn/GSE172114/suppl/GSE172114_full_url.tsv.gz">
+full</a></td></tr>
+<tr><td><a href="https://example.org/geo/series/GSE172nnn/GSE172114/suppl/elsewhere.gz">elsewhere</a></td></tr>
+<tr><td><a href="/geo/series/GSE172nnn/GSE172115/suppl/GSE172115_other.csv.gz">other series</a></td></tr>
+<tr><td><a href="#top">top</a></td><td><a href="./GSE172114_dot_slash.csv">dot</a></td></tr>
+</table></body></html>
+"""
+
+# nginx autoindex: ../ parent, percent-escaped hrefs (names with spaces, '+', '#', '&').
+NGINX_PAGE = """<html>\r\n<head><title>Index of /geo/series/GSE172nnn/GSE172114/suppl/</title></head>
+<body>
+<h1>Index of /geo/series/GSE172nnn/GSE172114/suppl/</h1><hr><pre><a href="../">../</a>
+<a href="GSE172114_a%20b%2Bc.csv.gz">GSE172114_a b+c.csv.gz</a>        21-Apr-2021 10:48    5533184
+<a href="GSE172114_x%23y%26z.txt">GSE172114_x#y&amp;z.txt</a>        21-Apr-2021 10:48    12
+</pre><hr></body>\r\n</html>\r\n"""
+
+
+@pytest.mark.parametrize(
+    ("page", "expected"),
+    [
+        (NCBI_PRE_PAGE, ["GSE172114_rsem_gene_count_matrix_TMM_69samples.csv.gz", "filelist.txt"]),
+        (
+            APACHE_TABLE_PAGE,
+            [
+                "GSE172114_abs path.txt",
+                "GSE172114_dot_slash.csv",
+                "GSE172114_full_url.tsv.gz",
+            ],
+        ),
+        (NGINX_PAGE, ["GSE172114_a b+c.csv.gz", "GSE172114_x#y&z.txt"]),
+    ],
+    ids=["ncbi-pre", "apache-table", "nginx"],
+)
+def test_parse_directory_listing_forms(page: str, expected: list[str]) -> None:
+    assert dl.parse_directory_listing(page, GEO_SUPPL) == sorted(expected)
+    # The folder URL without its trailing slash resolves the same links.
+    assert dl.parse_directory_listing(page, GEO_SUPPL.rstrip("/")) == sorted(expected)
+
+
+def test_parse_directory_listing_without_files() -> None:
+    page = '<html><body><a href="../">../</a><a href="?C=N;O=D">Name</a><a href="sub/">sub/</a></body></html>'
+    assert dl.parse_directory_listing(page, GEO_SUPPL) == []
+
+
+def test_series_listing_url() -> None:
+    assert dl.series_listing_url("GSE172114", "suppl") == GEO_SUPPL
+    assert dl.series_listing_url("GSE12", "matrix", "http://h/") == "http://h/geo/series/GSEnnn/GSE12/matrix/"
+    with pytest.raises(ValueError, match="unknown series folder"):
+        dl.series_listing_url("GSE12", "soft")
+
+
+@pytest.mark.parametrize("style", ["ncbi", "apache", "nginx"])
+def test_server_listing_round_trip(shared_data: Path, tmp_path: Path, style: str) -> None:
+    """The fake GEO's folder pages, in each layout, parse back to exactly the files it serves there."""
+    extra = tmp_path / "extra.csv"
+    extra.write_text("gene,S1\nIL6,1\n")
+    with FakeGeo(shared_data, listing_style=style) as geo:
+        geo.add_file("/geo/series/GSE293nnn/GSE293708/suppl/GSE293708_with%20space.csv", extra)
+        suppl = dl.list_directory(dl.series_listing_url("GSE293708", "suppl", geo.base_url))
+        expected = sorted(
+            [p.name for p in (shared_data / "GSE293708").glob("GSE293708_*")] + ["GSE293708_with space.csv"]
+        )
+        assert suppl == expected
+        matrix = dl.list_directory(dl.series_listing_url("GSE157103", "matrix", geo.base_url))
+        assert matrix == ["GSE157103_series_matrix.txt.gz"]
+        # NCBI-generated counts are served under /geo/download/, not listed in suppl/.
+        assert dl.list_directory(dl.series_listing_url("GSE152418", "suppl", geo.base_url)) == [
+            "GSE152418_sample_metadata_GEOquery_pData.csv.gz"
+        ]
+        # Without the trailing slash: redirected like Apache does, then listed.
+        no_slash = dl.series_listing_url("GSE157103", "matrix", geo.base_url).rstrip("/")
+        assert dl.list_directory(no_slash) == matrix
+        with pytest.raises(dl.DownloadError, match="HTTP 404") as info:
+            dl.list_directory(dl.series_listing_url("GSE157103", "suppl", geo.base_url))
+        assert info.value.status == 404
+
+
+def test_list_directory_rejects_a_non_listing(fake_geo: FakeGeo, tmp_path: Path) -> None:
+    page = tmp_path / "p.txt"
+    page.write_text("no links here")
+    fake_geo.add_file("/some/folder/", page)
+    with pytest.raises(dl.DownloadError, match="not an HTML directory index"):
+        dl.list_directory(fake_geo.url("/some/folder/"))
+
+
+# ------------------------------------------------------------------------------ missing files: did you mean
+
+
+def _settings(base_url: str, local_dir: Path | None = None) -> dict:
+    return {
+        "geo_base": base_url,
+        "geo_download_base": base_url,
+        "ncbi_gene_base": base_url,
+        "local_dir": str(local_dir) if local_dir else None,
+        "retries": 3,
+        "backoff_s": 0.001,
+        "timeout_s": 10,
+    }
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_404_and_410_are_missing_files(
+    fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, status: int
+) -> None:
+    url = dl.gene_info_url(fake_geo.base_url)
+    fake_geo.fail_with(url, status)
+    with pytest.raises(dl.MissingFileError) as info:
+        dl.fetch(url, tmp_path / "gi.gz", **FAST)
+    assert info.value.status == status and fake_geo.hits(url) == 1
+    fake_geo.clear_faults()
+    fake_geo.fail_with(url, 403)
+    with pytest.raises(dl.DownloadError) as refused:
+        dl.fetch(url, tmp_path / "gi.gz", **FAST)
+    assert not isinstance(refused.value, dl.MissingFileError)
+    assert_no_output(tmp_path / "gi.gz")
+
+
+def test_missing_supplementary_file_lists_the_suppl_folder(fake_geo: FakeGeo, tmp_path: Path) -> None:
+    """GSE293708's counts named without '.gz' (the GSE172114 mistake): the error offers the real name."""
+    settings = _settings(fake_geo.base_url)
+    dest = tmp_path / "out" / "counts.csv"
+    with pytest.raises(dl.MissingFileError) as info:
+        acquire.retrieve(
+            "supplementary",
+            dest,
+            settings,
+            accession="GSE293708",
+            filename="GSE293708_DESeq2_normalized_counts.csv",
+            config_key="cohorts.GSE293708.counts.file",
+        )
+    message = str(info.value)
+    listing = dl.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
+    assert info.value.status == 404 and "HTTP 404" in message
+    assert f"The series' suppl/ folder ({listing}) holds 4 file(s): " in message
+    for name in [
+        "GSE293708_DESeq2_normalized_counts.csv.gz",
+        "GSE293708_reconstructed_raw_counts.csv.gz",
+        "GSE293708_sample_sheet_from_colnames.csv.gz",
+        "GSE293708_sample_statistics.csv.gz",
+    ]:
+        assert name in message
+    assert "Did you mean 'GSE293708_DESeq2_normalized_counts.csv.gz'?" in message
+    assert "Fix: set `cohorts.GSE293708.counts.file` to one of these." in message
+    assert fake_geo.hits(listing) == 1
+    assert_no_output(dest)
+
+
+def test_did_you_mean_when_the_listing_fails(fake_geo: FakeGeo, tmp_path: Path) -> None:
+    listing = dl.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
+    fake_geo.fail_with(listing, 500)
+    dest = tmp_path / "x.csv"
+    with pytest.raises(dl.MissingFileError) as info:
+        acquire.retrieve(
+            "supplementary",
+            dest,
+            _settings(fake_geo.base_url),
+            accession="GSE293708",
+            filename="GSE293708_counts.csv",
+            config_key="cohorts.c.metadata.file",
+        )
+    message = str(info.value)
+    assert "HTTP 404" in message and "GSE293708_counts.csv" in message
+    assert (
+        f"Could not list the folder to suggest a name (HTTP 500 Internal Server Error for {listing})"
+        in message
+    )
+    assert "Fix: check `cohorts.c.metadata.file`." in message
+    assert_no_output(dest)
+
+
+def test_did_you_mean_lists_the_local_folder(tmp_path: Path) -> None:
+    local = tmp_path / "mirror"
+    (local / "GSE1000").mkdir(parents=True)
+    for name in ["GSE1000_counts.tsv.gz", "GSE1000_key.csv.gz", ".hidden"]:
+        (local / "GSE1000" / name).write_bytes(b"x")
+    dest = tmp_path / "out" / "c.tsv"
+    with pytest.raises(dl.MissingFileError) as info:
+        acquire.retrieve(
+            "supplementary",
+            dest,
+            _settings("http://127.0.0.1:9", local),
+            accession="GSE1000",
+            filename="GSE1000_counts.tsv",
+            config_key="cohorts.GSE1000.counts.file",
+        )
+    message = str(info.value)
+    assert "local mirror file not found" in message
+    assert (
+        f"The local folder {local / 'GSE1000'} holds 2 file(s): GSE1000_counts.tsv.gz, GSE1000_key.csv.gz."
+        in message
+    )
+    assert "Did you mean 'GSE1000_counts.tsv.gz'?" in message and ".hidden" not in message
+    assert_no_output(dest)
+
+
+def test_missing_series_matrix_lists_the_matrix_folder(tmp_path: Path) -> None:
+    """A multi-platform series has GSE...-GPL..._series_matrix files only: the error shows them."""
+    root = tmp_path / "geo"
+    (root / "GSE1000").mkdir(parents=True)
+    for gpl in ("GPL570", "GPL96"):
+        (root / "GSE1000" / f"GSE1000-{gpl}_series_matrix.txt.gz").write_bytes(
+            gzip.compress(b"!Series_title\n")
+        )
+    with FakeGeo(root) as geo:
+        with pytest.raises(dl.MissingFileError) as info:
+            acquire.retrieve(
+                "series_matrix",
+                tmp_path / "m.txt.gz",
+                _settings(geo.base_url),
+                accession="GSE1000",
+                config_key="cohorts.GSE1000.metadata.source",
+            )
+    message = str(info.value)
+    assert (
+        "holds 2 file(s): GSE1000-GPL570_series_matrix.txt.gz, GSE1000-GPL96_series_matrix.txt.gz" in message
+    )
+    assert "only a single-platform series matrix (GSE1000_series_matrix.txt.gz) is read" in message
+    assert "`cohorts.GSE1000.metadata.source`" in message
+
+
+def test_long_listing_says_how_many_are_not_shown(tmp_path: Path) -> None:
+    local = tmp_path / "mirror"
+    (local / "GSE1000").mkdir(parents=True)
+    n_files = acquire.MAX_LISTED_NAMES + 7
+    for i in range(n_files):
+        (local / "GSE1000" / f"GSE1000_file{i:03d}.txt").write_bytes(b"x")
+    hint = acquire.available_files_hint(
+        "supplementary", "GSE1000", "nothing_like_it", _settings("http://h", local), None
+    )
+    assert f"holds {n_files} file(s)" in hint and "and 7 more." in hint
+    assert "Did you mean" not in hint and "Fix: set the file name in config to one of these." in hint
+
+
+# ------------------------------------------------------------------------------ count sources in order
+
+NCBI_TABLE = b"GeneID\tGSM1\tGSM2\n3569\t7\t9\n3570\t1\t0\n"
+AUTHOR_TABLE = b"gene,S1,S2\nENSG00000136244.12,-1.5,2.25\n"
+
+
+@pytest.fixture()
+def geo_root(tmp_path: Path) -> Path:
+    """A GEO data root for GSE1000 with both an NCBI raw-count table and an author file (distinct content)."""
+    folder = tmp_path / "geo" / "GSE1000"
+    folder.mkdir(parents=True)
+    (folder / dl.ncbi_counts_name("GSE1000")).write_bytes(gzip.compress(NCBI_TABLE))
+    (folder / "GSE1000_author_log2.csv.gz").write_bytes(gzip.compress(AUTHOR_TABLE))
+    return tmp_path / "geo"
+
+
+PREFERENCE = [
+    {"source": "geo_ncbi", "gene_id": "entrez", "value_type": "counts"},
+    {
+        "source": "geo_supplementary",
+        "file": "GSE1000_author_log2.csv.gz",
+        "gene_id": "ensembl",
+        "value_type": "log2_normalised",
+    },
+]
+
+
+def _fetch_sources(settings: dict, dest: Path, sources: list[dict] = PREFERENCE) -> tuple:
+    return acquire.fetch_first_available("c1", sources, dest, settings, accession="GSE1000")
+
+
+def test_first_source_taken_when_present(geo_root: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "c1.counts"
+    with FakeGeo(geo_root) as geo:
+        result, choice = _fetch_sources(_settings(geo.base_url), dest)
+        suppl_url = dl.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
+        assert geo.hits(suppl_url) == 0  # a later source is never touched
+    assert gzip.decompress(dest.read_bytes()) == NCBI_TABLE
+    assert choice["chosen"]["index"] == 0 and choice["skipped"] == []
+    assert choice["chosen"]["settings"] == PREFERENCE[0]
+    assert choice["chosen"]["url"] == result.url and "acc=GSE1000" in result.url
+    assert choice["chosen"]["sha256"] == result.sha256 == sha256_of(dest)
+
+
+def test_missing_first_source_falls_back_and_says_why(
+    geo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()  # GEO has not re-processed it
+    dest = tmp_path / "out" / "c1.counts"
+    caplog.set_level(logging.INFO, logger="il6axis.acquire")
+    with FakeGeo(geo_root) as geo:
+        result, choice = _fetch_sources(_settings(geo.base_url), dest)
+        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        assert geo.hits(ncbi_url) == 1  # a 404 is not retried
+    assert gzip.decompress(dest.read_bytes()) == AUTHOR_TABLE
+    assert choice["chosen"]["index"] == 1 and choice["chosen"]["settings"] == PREFERENCE[1]
+    assert choice["chosen"]["config_key"] == "cohorts.c1.counts.sources[1]"
+    [skipped] = choice["skipped"]
+    assert skipped["index"] == 0 and skipped["settings"] == PREFERENCE[0] and skipped["url"] == ncbi_url
+    assert (
+        "HTTP 404" in skipped["reason"]
+        and "GEO has no NCBI-generated counts for GSE1000" in skipped["reason"]
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "cohorts.c1.counts.sources[0] (geo_ncbi): file missing" in m and "HTTP 404" in m for m in warnings
+    )
+    # The record round-trips through JSON, and the build sees the chosen source's settings.
+    choice_path = tmp_path / "out" / "c1.choice.json"
+    acquire.write_choice(choice, choice_path)
+    assert json.loads(choice_path.read_text()) == choice
+    spec = {"title": "t", "counts": {"sources": PREFERENCE}}
+    merged = acquire.with_chosen_counts(spec, choice_path)
+    assert merged["counts"] == PREFERENCE[1] and merged["title"] == "t"
+    assert not list((tmp_path / "out").glob(".partial-*"))
+
+
+def test_all_sources_missing_lists_each_reason(geo_root: Path, tmp_path: Path) -> None:
+    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()
+    sources = [PREFERENCE[0], {**PREFERENCE[1], "file": "GSE1000_author_log2.csv"}]
+    dest = tmp_path / "out" / "c1.counts"
+    with FakeGeo(geo_root) as geo:
+        with pytest.raises(dl.MissingFileError) as info:
+            _fetch_sources(_settings(geo.base_url), dest, sources)
+    message = str(info.value)
+    assert "cohorts.c1.counts: none of the 2 count source(s) exists" in message
+    assert "- cohorts.c1.counts.sources[0] (geo_ncbi): HTTP 404" in message
+    assert "- cohorts.c1.counts.sources[1] (geo_supplementary): HTTP 404" in message
+    assert "Did you mean 'GSE1000_author_log2.csv.gz'?" in message
+    assert "`cohorts.c1.counts.sources[1].file`" in message
+    assert_no_output(dest)
+
+
+def test_lasting_html_page_for_ncbi_counts_reads_as_not_reprocessed(geo_root: Path, tmp_path: Path) -> None:
+    """GEO may answer an NCBI-counts request for a series it never re-processed with a page, not a 404
+    (unverified): an HTML page on every attempt moves on, and the reason says so."""
+    dest = tmp_path / "out" / "c1.counts"
+    with FakeGeo(geo_root) as geo:
+        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        geo.serve_html_instead(ncbi_url)
+        result, choice = _fetch_sources(_settings(geo.base_url), dest)
+        assert geo.hits(ncbi_url) == 3  # asked `retries` times before reading it as missing
+    assert gzip.decompress(dest.read_bytes()) == AUTHOR_TABLE
+    assert choice["chosen"]["index"] == 1
+    reason = choice["skipped"][0]["reason"]
+    assert "HTML page instead of NCBI-generated counts on all 3 attempt(s)" in reason
+    assert "GEO has not re-processed this series" in reason
+
+
+def test_passing_html_page_for_ncbi_counts_is_retried_not_skipped(geo_root: Path, tmp_path: Path) -> None:
+    """A maintenance page that goes away must not swap raw counts for the author's log2 values."""
+    dest = tmp_path / "out" / "c1.counts"
+    with FakeGeo(geo_root) as geo:
+        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        geo.serve_html_instead(ncbi_url, times=2)
+        _, choice = _fetch_sources(_settings(geo.base_url), dest)
+    assert gzip.decompress(dest.read_bytes()) == NCBI_TABLE
+    assert choice["chosen"]["index"] == 0 and choice["skipped"] == []
+
+
+@pytest.mark.parametrize("fault", ["always_500", "html_page", "checksum", "truncated"])
+def test_failure_other_than_missing_does_not_fall_back(geo_root: Path, tmp_path: Path, fault: str) -> None:
+    """Only 'not there' moves on: a flaky host or a wrong file must not swap raw counts for log2 values."""
+    sources = [dict(PREFERENCE[0]), PREFERENCE[1]]
+    dest = tmp_path / "out" / "c1.counts"
+    with FakeGeo(geo_root) as geo:
+        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        later_url = dl.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
+        if fault == "html_page":
+            # An author file that GEO lists exists: an HTML page in its place is an error, not absence.
+            sources = [PREFERENCE[1], PREFERENCE[0]]
+            ncbi_url, later_url = later_url, ncbi_url
+        if fault == "always_500":
+            geo.fail_with(ncbi_url, 500)
+        elif fault == "html_page":
+            geo.serve_html_instead(ncbi_url)
+        elif fault == "truncated":
+            geo.truncate(ncbi_url, 20)
+        else:
+            sources[0]["sha256"] = "0" * 64
+        with pytest.raises(dl.DownloadError) as info:
+            _fetch_sources(_settings(geo.base_url), dest, sources)
+        assert geo.hits(later_url) == 0
+    assert not isinstance(info.value, dl.MissingFileError)
+    message = str(info.value)
+    assert message.startswith(f"cohorts.c1.counts.sources[0] ({sources[0]['source']}) failed: ")
+    assert "The run stops rather than fall back to a later source" in message
+    expected = {
+        "always_500": "after 3 attempts",
+        "html_page": "HTML page",
+        "checksum": "checksum mismatch",
+        "truncated": "truncated or corrupt",
+    }[fault]
+    assert expected in message
+    assert_no_output(dest)
+
+
+def test_count_sources_from_local_dir_and_local_paths(geo_root: Path, tmp_path: Path) -> None:
+    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()
+    settings = _settings("http://127.0.0.1:9", geo_root)  # nothing listens there: all reads are local
+    dest = tmp_path / "out" / "c1.counts"
+    result, choice = _fetch_sources(settings, dest)
+    assert choice["chosen"]["index"] == 1 and result.url.startswith("file://")
+    assert "local mirror file not found" in choice["skipped"][0]["reason"]
+    assert choice["skipped"][0]["url"] == str(geo_root / dl.local_relpath("ncbi_counts", "GSE1000"))
+    # `source: local` entries: a path that does not exist moves on, one that does is copied (verified).
+    mine = tmp_path / "mine.tsv"
+    mine.write_bytes(b"gene\tS1\nIL6\t3\n")
+    sources = [
+        {"source": "local", "path": str(tmp_path / "absent.tsv.gz")},
+        {"source": "local", "path": str(mine)},
+    ]
+    result, choice = _fetch_sources(settings, dest, sources)
+    assert choice["chosen"]["index"] == 1 and dest.read_bytes() == mine.read_bytes()
+    assert result.url == "file://" + str(mine)
+
+
+def test_gzip_of_a_source_is_verified_although_the_chosen_name_has_no_gz(tmp_path: Path) -> None:
+    half = gzip.compress(AUTHOR_TABLE * 2000)
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(half[: len(half) // 2])
+    dest = tmp_path / "out" / "c1.counts"
+    with pytest.raises(dl.DownloadError, match="truncated or corrupt"):
+        _fetch_sources(_settings("http://h"), dest, [{"source": "local", "path": str(broken)}])
+    assert_no_output(dest)
+
+
+def test_geo_source_needs_an_accession(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"set cohorts\.mycohort\.accession"):
+        acquire.fetch_first_available(
+            "mycohort", PREFERENCE, tmp_path / "x", _settings("http://h"), accession="mycohort"
+        )
+    with pytest.raises(InputError, match="list at least one count source"):
+        acquire.fetch_first_available("c1", [], tmp_path / "x", _settings("http://h"), accession="GSE1")
+
+
+def test_stale_choice_record_is_refused(tmp_path: Path) -> None:
+    choice = {
+        "cohort": "c1",
+        "chosen": {"index": 1, "config_key": "cohorts.c1.counts.sources[1]", "settings": PREFERENCE[1]},
+        "skipped": [],
+    }
+    path = tmp_path / "c1.choice.json"
+    acquire.write_choice(choice, path)
+    edited = [PREFERENCE[0], {**PREFERENCE[1], "value_type": "normalised"}]
+    with pytest.raises(InputError, match="no longer in the config"):
+        acquire.with_chosen_counts({"counts": {"sources": edited}}, path)
+    with pytest.raises(InputError, match="no longer in the config"):
+        acquire.with_chosen_counts({"counts": {"sources": PREFERENCE[:1]}}, path)
+
+
+def test_schema_accepts_both_forms_and_fills_defaults_per_source() -> None:
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    schema = str(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+
+    def config(counts: dict) -> dict:
+        return {
+            "cohorts": {
+                "GSE1000": {
+                    "counts": counts,
+                    "metadata": {"source": "geo_series_matrix"},
+                    "severity": {"field": "g", "severe": ["s"], "mild": ["m"]},
+                }
+            }
+        }
+
+    single = config({"source": "geo_ncbi", "gene_id": "entrez"})
+    validate(single, schema)
+    assert single["cohorts"]["GSE1000"]["counts"]["value_type"] == "counts"
+    several = config(
+        {"sources": [{"source": "geo_ncbi", "gene_id": "entrez"}, {"source": "local", "path": "x"}]}
+    )
+    validate(several, schema)
+    counts = several["cohorts"]["GSE1000"]["counts"]
+    assert set(counts) == {"sources"}  # no single-source defaults leak into the list form
+    assert [s["value_type"] for s in counts["sources"]] == ["counts", "counts"]
+    assert counts["sources"][1]["gene_id"] == "symbol" and counts["sources"][1]["sha256"] is None
+    for bad, expected in [
+        ({"sources": []}, "should be non-empty"),
+        ({"sources": [{"source": "geo_supplementary"}]}, "'file' is a required property"),
+        ({"sources": [{"source": "geo_ncbi"}], "gene_id": "entrez"}, "'gene_id' was unexpected"),
+        ({"sources": [{"source": "geo_ncbi", "value_type": "log2"}]}, "'log2' is not one of"),
+    ]:
+        with pytest.raises(WorkflowError, match=expected):
+            validate(config(bad), schema)
+
+
+# ------------------------------------------------------------------------------ faults per download kind
+
+FAULT_KINDS = ["series_matrix", "ncbi_counts", "supplementary", "gene_info", "count_sources"]
+# (accession, file name) each kind is exercised on; count_sources takes GSE155454's author file after
+# a 404 for its NCBI counts.
+FAULT_FILES = {
+    "series_matrix": (MATRIX_ACC, None),
+    "ncbi_counts": (COUNTS_ACC, None),
+    "supplementary": (SUPPL_ACC, SUPPL_FILE),
+    "gene_info": (None, None),
+    "count_sources": (SUPPL_ACC, SUPPL_FILE),
+}
+
+
+def _faulted_url_and_source(kind: str, geo: FakeGeo, shared_data: Path) -> tuple[str, Path]:
+    """The URL the fault is put on, and the real file that should arrive once it is retried."""
+    accession, filename = FAULT_FILES[kind]
+    url_kind = "supplementary" if kind == "count_sources" else kind
+    url = acquire.source_url(url_kind, accession, filename, _settings(geo.base_url))
+    if kind == "gene_info":
+        return url, shared_data / "NCBI_gene_info" / dl.GENE_INFO_NAME
+    return url, shared_data / dl.local_relpath(url_kind, accession, filename)
+
+
+def _fetch_kind(kind: str, geo: FakeGeo, dest: Path) -> None:
+    """Fetch one file of ``kind`` the way its download rule does."""
+    accession, filename = FAULT_FILES[kind]
+    settings = _settings(geo.base_url)
+    if kind == "count_sources":
+        sources = [
+            {"source": "geo_ncbi", "gene_id": "entrez"},
+            {"source": "geo_supplementary", "file": SUPPL_FILE, "gene_id": "symbol"},
+        ]
+        acquire.fetch_first_available("c1", sources, dest, settings, accession=accession)
+    else:
+        acquire.retrieve(kind, dest, settings, accession=accession, filename=filename)
+
+
+@pytest.mark.parametrize("fault", ["truncated_once", "500_once", "truncated_always", "html_page"])
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_faults_per_download_kind(
+    fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, kind: str, fault: str
+) -> None:
+    """Each kind of download: a transient fault is retried to the right file; a persistent one or an
+    HTML page fails with a clear message, leaving neither the file nor a .partial-* behind."""
+    url, source = _faulted_url_and_source(kind, fake_geo, shared_data)
+    if fault == "truncated_once":
+        fake_geo.truncate(url, 4000, times=1)
+    elif fault == "truncated_always":
+        fake_geo.truncate(url, 4000)
+    elif fault == "500_once":
+        fake_geo.fail_with(url, 500, times=1)
+    else:
+        fake_geo.serve_html_instead(url)
+    dest = tmp_path / "out" / ("c1.counts" if kind == "count_sources" else f"{kind}.gz")
+    if fault in ("truncated_once", "500_once"):
+        _fetch_kind(kind, fake_geo, dest)
+        assert dest.read_bytes() == source.read_bytes()
+        assert fake_geo.hits(url) == 2
+        assert not list(dest.parent.glob(".partial-*"))
+        return
+    with pytest.raises(dl.DownloadError) as info:
+        _fetch_kind(kind, fake_geo, dest)
+    message = str(info.value)
+    assert url in message
+    if fault == "html_page":
+        assert "received an HTML page instead of the data file" in message and fake_geo.hits(url) == 1
+    else:
+        assert "after 3 attempts" in message and "truncated or corrupt" in message
+        assert fake_geo.hits(url) == 3
+    assert_no_output(dest)

@@ -13,9 +13,12 @@ from il6axis.demo import DemoSpec, simulate
 from il6axis.errors import InputError
 from il6axis.expression import (
     contrast_counts,
+    contrast_values,
+    detected_in,
     detection_note,
     normalised_counts,
     panel_expression,
+    published_scales,
     size_factors,
     vst,
 )
@@ -211,3 +214,50 @@ def test_panel_expression_detection_and_absent_genes():
 def test_detection_note_thresholds(median_norm, detect, expected):
     row = {"present": True, "detect_all": detect, "median_norm_all": median_norm, "median_cpm_all": 2.0}
     assert detection_note(row).split(" (")[0] == expected
+
+
+def test_published_log2_values_keep_their_scale_and_detection_floor():
+    """log2 values: the log scale is the values (no second log), 2**x the linear layer; a gene counts as
+    detected above its sample's floor, where a prior-count log puts the zeros (planted at -4.3)."""
+    samples = [f"s{i}" for i in range(6)]
+    floor = -4.321928
+    values = pd.DataFrame(
+        {
+            "ZERO": [floor] * 6,
+            "HALF": [floor, 2.0, floor, 3.0, floor, 2.5],
+            "HIGH": [9.0, 9.5, 10.0, 11.0, 11.5, 12.0],
+        },
+        index=samples,
+    )
+    obs = pd.DataFrame(
+        {
+            "severity": pd.Categorical(
+                ["mild"] * 3 + ["severe"] * 3, categories=["mild", "severe", "excluded"]
+            )
+        },
+        index=samples,
+    )
+    adata = ad.AnnData(X=values.to_numpy(), obs=obs, var=pd.DataFrame(index=values.columns))
+    adata.uns["value_type"] = "log2_normalised"
+    kept, _ = contrast_values(adata)  # negatives are fine for log2 values
+    linear, logged = published_scales(kept, "log2_normalised")
+    pd.testing.assert_frame_equal(logged, values, check_names=False)
+    np.testing.assert_allclose(linear.to_numpy(), np.exp2(values.to_numpy()))
+    lin_n, log_n = published_scales(np.exp2(values), "normalised")
+    np.testing.assert_allclose(log_n.to_numpy(), np.log2(np.exp2(values.to_numpy()) + 1))
+    assert detected_in(kept, "normalised", ["HALF"]) is None
+    detected = detected_in(kept, "log2_normalised", ["ZERO", "HALF", "HIGH", "NOPE"])
+    assert detected["HALF"].tolist() == [False, True, False, True, False, True] and detected["HIGH"].all()
+    assert not detected["ZERO"].any() and "NOPE" not in detected.columns
+    sf = pd.Series(1.0, index=samples)
+    table = panel_expression(linear, obs, sf, logged, ["ZERO", "HALF", "HIGH"], detected=detected).set_index(
+        "gene"
+    )
+    assert table.loc["ZERO", "note"] == "not detected (all counts zero)"
+    assert table.loc["HALF", "detect_mild"] == pytest.approx(1 / 3)
+    assert table.loc["HALF", "detect_severe"] == pytest.approx(2 / 3)
+    assert table.loc["HIGH", "mean_vst_all"] == pytest.approx(values["HIGH"].mean())
+    assert table.loc["HIGH", "mean_norm_all"] == pytest.approx(np.exp2(values["HIGH"]).mean())
+    adata.X[2, 1] = np.nan
+    with pytest.raises(InputError, match="not finite"):
+        contrast_values(adata)

@@ -11,12 +11,15 @@ import pytest
 from il6axis.errors import InputError
 from il6axis.genesets import (
     BUILTIN_SETS,
+    SETS_UNDER_TEST,
     GeneSet,
     genes_present,
     load_builtin_sets,
     load_gene_sets,
     read_user_sets,
+    tables_under_test,
 )
+from il6axis.orientation import TISSUES, marker_overlaps
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = PROJECT_ROOT / "resources"
@@ -213,7 +216,7 @@ def test_il6_core_keeps_rows_columns_and_order():
     assert reactome_rows["source"].str.contains("R-HSA-1059683").all()
 
 
-def test_markers_gain_only_hgnc_id():
+def test_marker_file_columns_and_roles():
     markers = _tsv("severity_sanity_markers.tsv")
     assert list(markers.columns) == [
         "symbol",
@@ -221,11 +224,95 @@ def test_markers_gain_only_hgnc_id():
         "ncbi_gene_id",
         "role",
         "expected_in_severe",
+        "tissues",
         "note",
         "hgnc_id",
     ]
-    assert len(markers) == 28
+    assert markers["role"].value_counts().to_dict() == {
+        "orientation": 12,
+        "interferon_report_only": 4,
+        "glucocorticoid": 3,
+        "neutrophil_score": 3,
+        "sex_female": 1,
+        "sex_male": 1,
+    }
     assert markers["hgnc_id"].str.fullmatch(r"HGNC:\d+").all()
+    orient = markers["role"] == "orientation"
+    assert markers.loc[orient, "tissues"].str.split(";").map(lambda ts: set(ts) <= set(TISSUES)).all()
+    assert (markers.loc[~orient, "tissues"] == "").all()  # tissues only select orientation markers
+
+
+# --- orientation markers are independent of the genes under test ------------------------------------
+
+
+def _orientation_keys() -> tuple[set[str], set[str]]:
+    markers = _tsv("severity_sanity_markers.tsv")
+    orient = markers[markers["role"] == "orientation"]
+    return set(orient["symbol"]), set(orient["ensembl_gene_id"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "il6_core.tsv",
+        "hallmark_il6_jak_stat3.msigdb_v7.5.1.tsv",
+        "reactome_il6.tsv",
+        "kegg_medicus_n01556.msigdb_2025.1.tsv",
+    ],
+)
+def test_shipped_orientation_markers_are_not_genes_under_test(name):
+    """Read straight from the files, by symbol and by Ensembl ID: any shared gene fails."""
+    symbols, ids = _orientation_keys()
+    table = _tsv(name)
+    assert not symbols & set(table["symbol"]), name
+    assert not ids & set(table["ensembl_gene_id"]), name
+
+
+def test_sets_under_test_cover_the_scored_il6_sets():
+    assert set(SETS_UNDER_TEST) == set(BUILTIN_SETS) - {"neutrophil_score"}
+    tables = tables_under_test(RESOURCES)
+    assert sorted(Path(label).name for label in tables) == sorted(
+        {BUILTIN_SETS[name].file for name in SETS_UNDER_TEST}
+    )
+    assert marker_overlaps(_tsv("severity_sanity_markers.tsv"), tables) == {}
+    # The pre-issue-13 overlap is what the check exists to catch.
+    assert marker_overlaps(pd.DataFrame({"symbol": ["OSM"], "role": ["orientation"]}), tables) == {
+        label: ["OSM"]
+        for label in tables
+        if Path(label).name in {"il6_core.tsv", "reactome_il6.tsv", "kegg_medicus_n01556.msigdb_2025.1.tsv"}
+    }
+
+
+def test_user_markers_overlapping_the_panel_and_pathways_are_refused(tmp_path):
+    markers = _tsv("severity_sanity_markers.tsv")
+    osm = pd.DataFrame(
+        [["OSM", "ENSG00000099985", "5008", "orientation", "up", "whole_blood", "ligand", "HGNC:8506"]],
+        columns=markers.columns,
+    )
+    path = tmp_path / "my_markers.tsv"
+    pd.concat([markers, osm]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError) as caught:
+        load_builtin_sets(RESOURCES, markers_path=path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} (config genesets.markers): orientation marker(s) overlap")
+    for file in ("il6_core.tsv", "reactome_il6.tsv", "kegg_medicus_n01556.msigdb_2025.1.tsv"):
+        assert f"['OSM'] with {GENESETS / file}" in message
+    assert "hallmark" not in message  # OSM is no hallmark gene
+
+
+def test_user_panel_overlapping_the_markers_is_refused(tmp_path):
+    core = _tsv("il6_core.tsv")
+    extra = core.iloc[:1].assign(symbol="S100A12", ensembl_gene_id="ENSG00000163221", tier="STAT3-target")
+    panel = tmp_path / "panel.tsv"
+    pd.concat([core, extra]).to_csv(panel, sep="\t", index=False)
+    with pytest.raises(
+        InputError,
+        match=r"severity_sanity_markers\.tsv: orientation marker\(s\) overlap the genes under test: "
+        r"\['S100A12'\] with .*panel\.tsv \(config genesets\.panel\)",
+    ):
+        load_builtin_sets(RESOURCES, panel_path=panel)
+    # Non-orientation marker roles may share genes with a set under test (CSF3R: hallmark member).
+    assert "CSF3R" in load_builtin_sets(RESOURCES)["hallmark_il6_jak_stat3"].genes
 
 
 # --- licences and README ---------------------------------------------------------------------------
@@ -273,6 +360,16 @@ def test_readme_lists_every_file_and_the_exclusions():
         assert f"`{path.name}`" in text, path.name
     assert "hsa04630" in text and "never shipped" in text.lower()
     assert "PROGENy" in text and "interferon" in text
+
+
+def test_readme_justifies_every_orientation_marker_and_removal():
+    text = (GENESETS / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Orientation markers") :]
+    markers = _tsv("severity_sanity_markers.tsv")
+    for row in markers[markers["role"] == "orientation"].itertuples():
+        assert f"| {row.symbol} | {row.expected_in_severe} | {row.tissues} |" in section, row.symbol
+    for removed in ("OSM", "CEBPD", "LCN2", "HP", "IL1R2"):
+        assert f"**{removed}**" in section, removed
 
 
 # --- user gene sets ------------------------------------------------------------------------------------

@@ -307,3 +307,67 @@ def test_normalised_cohort_takes_the_linear_route_and_stays_out_of_pooling(geo_r
     assert len(rows) and not rows["pooled"].any()
     for name in ("volcano.png", "panel_genes.png", "qc_pca.png", "pathway_scores.png"):
         assert (geo_run / "results/plots/GSE293708" / name).stat().st_size > 10_000
+
+
+def _gse155454_with_counts(counts: dict, base_url: str) -> dict:
+    settings = _settings(base_url)
+    del settings["local_dir"]
+    cohort = {
+        **GSE155454_CONTRAST,
+        "counts": counts,
+        "metadata": {
+            "source": "geo_supplementary",
+            "file": "GSE155454_sample_sheet_from_colnames.csv.gz",
+            "sample_column": "sample",
+        },
+    }
+    return {"cohorts": {"GSE155454": cohort}, "download": settings}
+
+
+@pytest.mark.e2e
+def test_count_sources_fall_back_when_geo_has_no_ncbi_counts(fake_geo, shared_data, tmp_path):
+    """GEO has no NCBI counts for GSE155454 (404): the author file is taken, recorded and built."""
+    sources = [
+        {"source": "geo_ncbi", "gene_id": "entrez"},
+        {"source": "geo_supplementary", "file": "GSE155454_counts_kuanrongchan_v1.csv.gz"},
+    ]
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(_gse155454_with_counts({"sources": sources}, fake_geo.base_url)))
+    targets = ["results/cohorts/GSE155454.samples.tsv", "results/downloads/manifest.tsv"]
+    proc = run_snakemake(tmp_path, configfile, *targets)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+    choice = json.loads((tmp_path / "results/downloads/count_sources/GSE155454.choice.json").read_text())
+    assert choice["chosen"]["index"] == 1
+    assert choice["chosen"]["settings"]["file"] == "GSE155454_counts_kuanrongchan_v1.csv.gz"
+    [skipped] = choice["skipped"]
+    assert skipped["index"] == 0 and "HTTP 404" in skipped["reason"] and "acc=GSE155454" in skipped["url"]
+    log = (tmp_path / "results/logs/download/GSE155454_count_sources.log").read_text()
+    assert "cohorts.GSE155454.counts.sources[0] (geo_ncbi): file missing, trying the next source" in log
+
+    manifest = pd.read_csv(tmp_path / "results/downloads/manifest.tsv", sep="\t").set_index("file")
+    row = manifest.loc["results/downloads/count_sources/GSE155454.counts"]
+    assert row["url"].endswith(
+        "/geo/series/GSE155nnn/GSE155454/suppl/GSE155454_counts_kuanrongchan_v1.csv.gz"
+    )
+    assert row["sha256"] == _sha256(shared_data / "GSE155454/GSE155454_counts_kuanrongchan_v1.csv.gz")
+    # Built with the chosen source's settings (symbol IDs): the known contrast of this cohort.
+    samples = pd.read_csv(tmp_path / "results/cohorts/GSE155454.samples.tsv", sep="\t")
+    assert samples["severity"].value_counts().to_dict() == {"excluded": 16, "mild": 9, "severe": 7}
+
+
+@pytest.mark.e2e
+def test_misspelled_supplementary_file_names_what_geo_has(fake_geo, tmp_path):
+    """The GSE172114 mistake (file named without '.gz'): the error lists suppl/ and names the key."""
+    counts = {"source": "geo_supplementary", "file": "GSE155454_counts_kuanrongchan_v1.csv"}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(_gse155454_with_counts(counts, fake_geo.base_url)))
+    target = "results/downloads/GSE155454/suppl/GSE155454_counts_kuanrongchan_v1.csv"
+    proc = run_snakemake(tmp_path, configfile, target)
+    assert proc.returncode != 0
+    assert "HTTP 404" in proc.stderr
+    assert "GSE155454_sample_sheet_from_colnames.csv.gz" in proc.stderr  # the listing, in full
+    assert "Did you mean 'GSE155454_counts_kuanrongchan_v1.csv.gz'?" in proc.stderr
+    assert "Fix: set `cohorts.GSE155454.counts.file` to one of these." in proc.stderr
+    assert not (tmp_path / target).exists()
+    assert not list((tmp_path / "results/downloads").rglob(".partial-*"))

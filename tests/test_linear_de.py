@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
+from il6axis import severity_model
 from il6axis.de import DeSettings, run_deseq2
 from il6axis.errors import InputError
 from il6axis.groups import EXCLUDED, MILD, SEVERE
@@ -30,7 +31,7 @@ from il6axis.linear_de import (
 )
 
 NB_COLUMNS = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj",
-              "tested", "not_tested_reason"]  # fmt: skip
+              "tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]  # fmt: skip
 
 D0_TRUE = 8.0
 
@@ -105,7 +106,8 @@ def fitted(synthetic):
 
 def test_table_has_the_nb_columns_plus_scale_and_no_shrinkage(fitted, synthetic):
     table = fitted.table
-    assert list(table.columns) == [*NB_COLUMNS, "df_total", "AveExpr", "scale"]
+    assert list(table.columns) == [*NB_COLUMNS, "df_total", "AveExpr", "scale", "value_type"]
+    assert (table["value_type"] == "normalised").all()
     assert "log2FoldChange_shrunk" not in table.columns
     assert (table["scale"] == SCALE).all() and SCALE == "log2_normalised"
     assert fitted.design == "~ age + sex + severity (log2 linear model, moderated t)"
@@ -194,6 +196,90 @@ def test_excluded_samples_and_filter(synthetic):
     assert not row0["tested"] and row0["not_tested_reason"] == "below expression filter"
     assert np.isnan(row0["pvalue"]) and np.isnan(row0["padj"])
     assert row1["tested"] and row1["baseMean"] < 1e5
+
+
+# ------------------------------------------------------------------ values published as log2 already
+
+# edgeR's cpm(log = TRUE) puts every zero count of a sample at one floor; a matrix at around 40 M reads
+# has it near -4.3, as GSE172114's "log2 normalized TMM counts" (range about -4.3 to 11.7).
+LOG2_FLOOR = -4.321928
+SHIFT = -5.0  # the planted log2 means 7-14 become 2-9: a log2-CPM-like range with negatives
+
+
+def _log2_cohort(synthetic: Synthetic, shift: float = 0.0, n_floor: int = 0) -> ad.AnnData:
+    """The planted cohort as published log2 values: z + shift (log2(x + 1) = z exactly, so z is the
+    planted scale), plus ``n_floor`` unexpressed genes at the zero-count floor."""
+    adata = synthetic.adata.copy()
+    z = np.log2(np.asarray(adata.X) + 1.0) + shift
+    if n_floor:
+        floor = pd.DataFrame(
+            np.full((adata.n_obs, n_floor), LOG2_FLOOR),
+            index=adata.obs_names,
+            columns=[f"F{i:03d}" for i in range(n_floor)],
+        )
+        z = np.hstack([z, floor.to_numpy()])
+        adata = ad.AnnData(
+            X=z, obs=adata.obs.copy(), var=pd.DataFrame(index=[*adata.var_names, *floor.columns])
+        )
+    else:
+        adata.X = z
+    adata.uns.update({"covariates": ["age", "sex"], "value_type": "log2_normalised"})
+    return adata
+
+
+def test_log2_values_recover_planted_effects_on_their_own_scale(synthetic):
+    """Published log2 values (negatives, a zero floor) are modelled as they are: log2FC = planted beta.
+
+    A second log would shrink every effect several-fold (d log2(y) / dy = 1 / (y ln 2)) and fail on the
+    negative values; the planted betas are recovered with unbiased, correctly scaled errors instead.
+    """
+    adata = _log2_cohort(synthetic, shift=SHIFT, n_floor=50)
+    assert np.asarray(adata.X).min() < 0
+    result = severity_model.fit_severity(adata, ["age", "sex"], DeSettings(lfc_shrink=False))
+    table = result.table
+    assert (table["scale"] == SCALE).all() and (table["value_type"] == "log2_normalised").all()
+    floor_rows = table[table["gene"].str.startswith("F")]
+    assert len(floor_rows) == 50 and not floor_rows["tested"].any()
+    t = table.merge(synthetic.truth, on="gene")
+    t = t[t["tested"]]
+    # filter on the log scale: log2 mean (2 to 9 here) >= log2(10 + 1) = 3.46 in 12 samples
+    assert 2500 < len(t) < 3800
+    err = t["log2FoldChange"] - t["beta"]
+    assert abs(err.mean()) < 0.01
+    assert 0.9 < float(np.sqrt(np.mean((err / t["lfcSE"]) ** 2))) < 1.1
+    strong = t[t["beta"].abs() >= 1.0]
+    assert len(strong) > 200 and (strong["padj"] < 0.05).mean() >= 0.9
+    # AveExpr is the mean of the values as given; baseMean the mean of 2**x.
+    x = pd.DataFrame(np.asarray(adata.X), columns=adata.var_names)
+    g = t["gene"].iloc[0]
+    row = table.set_index("gene").loc[g]
+    assert row["AveExpr"] == pytest.approx(x[g].mean())
+    assert row["baseMean"] == pytest.approx(np.exp2(x[g]).mean())
+
+
+def test_log2_route_equals_normalised_route_on_2_pow_x_minus_1(synthetic, fitted):
+    """The same data as log2 values (log2_normalised) and as 2**x - 1 (normalised): identical fits.
+
+    ``fitted`` is the normalised route on x = 2**z - 1; the log2 route gets z = log2(x + 1). Everything but
+    baseMean (mean of 2**z, i.e. one more) must agree, including which genes pass the expression filter.
+    """
+    log2 = _log2_cohort(synthetic)
+    via_log2 = severity_model.fit_severity(log2, ["age", "sex"], DeSettings(lfc_shrink=False))
+    a = fitted.table.set_index("gene")
+    b = via_log2.table.set_index("gene").loc[a.index]
+    assert (a["tested"] == b["tested"]).all() and via_log2.n_tested == fitted.n_tested
+    for column in ("log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj", "AveExpr"):
+        np.testing.assert_allclose(b[column], a[column], rtol=1e-8, atol=1e-10, err_msg=column)
+    np.testing.assert_allclose(b["baseMean"], a["baseMean"] + 1.0, rtol=1e-9)
+    assert via_log2.design == fitted.design
+    assert severity_model.model_of(log2) != severity_model.model_of(synthetic.adata)
+
+
+def test_log2_route_rejects_non_finite_values(synthetic):
+    adata = _log2_cohort(synthetic, shift=SHIFT)
+    adata.X[3, 7] = -np.inf  # log2(0) of a matrix logged without a prior count
+    with pytest.raises(InputError, match=r"column 'G00007' row 'S03' value -inf.*-inf is log2\(0\)"):
+        run_log_linear(adata, ["age", "sex"], DeSettings())
 
 
 # ------------------------------------------------------------------------------ moderation machinery

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,20 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from il6axis.cohort import define_contrast, to_anndata
-from il6axis.counts_io import normalised_array, read_count_table, reconcile_sample_ids, to_integer_counts
+from il6axis.cohort import SUBJECT_COLUMNS, build_contrast, to_anndata
+from il6axis.contrast import contrast_from_config, group_labels
+from il6axis.counts_io import (
+    UnmatchedLimit,
+    match_samples,
+    normalised_array,
+    read_count_table,
+    to_integer_counts,
+)
 from il6axis.errors import InputError
 from il6axis.gene_ids import load_gene_info, map_to_symbols
 from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
-from il6axis.severity_model import NORMALISED
+from il6axis.severity_model import LOG2_NORMALISED, NORMALISED
+from il6axis.value_scale import check_value_type, from_linear, log2_values, to_linear
 
 log = logging.getLogger("il6axis.build")
 
@@ -27,6 +35,13 @@ log = logging.getLogger("il6axis.build")
 class BuiltCohort:
     adata: ad.AnnData
     gene_mapping: pd.DataFrame  # one row: mapped / unmapped / merged / ambiguous counts
+    # Samples set aside by matching (sample, side, reason): count columns without a metadata row and
+    # metadata rows without a count column. Neither is in ``adata``.
+    unmatched: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["sample", "side", "reason"])
+    )
+    # Subjects whose one sample the one-per-patient rule decided by tie-break or conflict policy.
+    subjects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SUBJECT_COLUMNS))
 
 
 def read_metadata(path: str | Path, spec: Mapping[str, Any]) -> pd.DataFrame:
@@ -45,8 +60,9 @@ def integer_counts(counts: pd.DataFrame, value_type: str, source: str) -> tuple[
         raise InputError(
             f"{source}: {info['n_changed']} values are not whole numbers (max distance to an integer "
             f"{info['max_abs_change']:.3g}); the NB model needs raw counts. If these are RSEM/Salmon "
-            f"expected counts set `counts.value_type: expected_counts` to round them; normalised values "
-            f"(TPM, TMM, CPM) cannot be used."
+            f"expected counts set `counts.value_type: expected_counts` to round them; if they are "
+            f"normalised values (TMM, CPM, DESeq2-normalised) set `counts.value_type: normalised`, or "
+            f"`log2_normalised` when already log2, for the moderated linear model (TPM is not a model input)."
         )
     if info["rounded"]:
         log.info(
@@ -75,6 +91,16 @@ def normalised_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(arr, index=values.index, columns=values.columns)
 
 
+def published_log2_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Float copy of a table of log2 normalised values (e.g. log2 TMM), checked finite; negatives allowed.
+
+    These go to the linear model as they are (no second log), never to the NB model.
+    """
+    arr = log2_values(values, source)
+    log.info("%s: log2 normalised values (linear-model route as published; no second log)", source)
+    return pd.DataFrame(arr, index=values.index, columns=values.columns)
+
+
 def build_cohort(
     name: str,
     spec: Mapping[str, Any],
@@ -85,8 +111,12 @@ def build_cohort(
     """Read, harmonise and label one cohort; every decision is logged and stored in ``uns``."""
     counts_spec, meta_spec = spec["counts"], spec["metadata"]
     counts_label = f"{name}: {Path(counts_path).name}"
-    raw = read_count_table(counts_path, id_column=counts_spec.get("id_column"))
+    declared = contrast_from_config(spec, source=f"cohorts.{name}")  # a bad block fails before any reading
+    value_type = counts_spec["value_type"]
+    # Negatives are read, not refused, so that the scale check can say what they mean (log2 values or not).
+    raw = read_count_table(counts_path, id_column=counts_spec.get("id_column"), allow_negative=True)
     log.info("%s: %d genes x %d samples", counts_label, *raw.shape)
+    check_value_type(raw, value_type, counts_label)  # before anything is merged, rounded or modelled
 
     gene_id = counts_spec["gene_id"]
     needs_mapping = gene_id != "symbol" or counts_spec.get("map_symbols", True)
@@ -95,50 +125,74 @@ def build_cohort(
             f"{counts_label}: gene IDs of type {gene_id!r} need NCBI gene_info (config gene_info)"
         )
     gene_info = load_gene_info(gene_info_path) if needs_mapping else None
-    by_symbol, report = map_to_symbols(raw, gene_id if needs_mapping else "symbol", gene_info)
+    # Rows sharing a symbol are summed, on the linear scale (log2 values: 2**x, summed, logged again).
+    by_symbol, report = map_to_symbols(
+        to_linear(raw, value_type), gene_id if needs_mapping else "symbol", gene_info
+    )
+    by_symbol = from_linear(by_symbol, value_type)
     mapping = pd.DataFrame([{"cohort": name, "gene_id_type": gene_id, **report.to_dict()}])
     log.info("%s: gene mapping %s", counts_label, report.to_dict())
 
-    value_type = counts_spec["value_type"]
     if value_type == NORMALISED:
         counts, rounding = normalised_values(by_symbol, counts_label), {"rounded": False}
+    elif value_type == LOG2_NORMALISED:
+        counts, rounding = published_log2_values(by_symbol, counts_label), {"rounded": False}
     else:
         counts, rounding = integer_counts(by_symbol, value_type, counts_label)
 
     metadata = read_metadata(metadata_path, meta_spec)
-    column_to_sample = reconcile_sample_ids(
-        list(counts.columns), metadata, file_label=f"{name}: {Path(metadata_path).name}"
+    # Count columns without metadata and metadata rows without counts are set aside and listed; past
+    # `metadata.max_unmatched_columns` the run stops (see config/README.md).
+    match = match_samples(
+        list(counts.columns),
+        metadata,
+        keys=meta_spec.get("match_keys"),
+        limit=UnmatchedLimit.from_config(meta_spec.get("max_unmatched_columns")),
+        file_label=f"{name}: {Path(metadata_path).name} vs {Path(counts_path).name}",
     )
-    counts = counts.rename(columns=column_to_sample)
-    unused = metadata.index.difference(counts.columns)
-    if len(unused):
-        log.info(
-            "%s: %d metadata rows have no count column and are ignored: %s",
-            name,
-            len(unused),
-            list(unused[:10]),
-        )
+    counts = counts[list(match.mapping)].rename(columns=match.mapping)
     metadata = metadata.loc[list(counts.columns)]
-    obs = define_contrast(metadata, spec, source=name)
+    contrast = build_contrast(metadata, spec, source=name)
+    # Display label of each sample's group (the declared contrast); `severity` keeps the slot names.
+    contrast.obs["contrast_group"] = contrast.obs["severity"].map(group_labels(declared))
 
     uns = {
         "cohort": name,
         "tissue": spec.get("tissue", ""),
         "title": spec.get("title", ""),
+        "contrast": declared.to_uns(),
         "counts_file": Path(counts_path).name,
         "metadata_file": Path(metadata_path).name,
         "value_type": value_type,
         "rounding": json.dumps(rounding),
         "gene_mapping": json.dumps(report.to_dict(), default=str),
         "covariates": list(spec.get("covariates", {})),
+        "sample_match": match.strategy,
+        "n_unmatched_columns": len(match.unmatched_columns),
+        "n_unmatched_rows": len(match.unmatched_rows),
     }
-    return BuiltCohort(adata=to_anndata(counts, obs, uns), gene_mapping=mapping)
+    return BuiltCohort(
+        adata=to_anndata(counts, contrast.obs, uns),
+        gene_mapping=mapping,
+        unmatched=match.table(),
+        subjects=contrast.subjects,
+    )
 
 
 def write_cohort(
-    built: BuiltCohort, h5ad_path: str | Path, samples_path: str | Path, mapping_path: str | Path
+    built: BuiltCohort,
+    h5ad_path: str | Path,
+    samples_path: str | Path,
+    mapping_path: str | Path,
+    unmatched_path: str | Path | None = None,
+    subjects_path: str | Path | None = None,
 ) -> None:
-    """Write the AnnData (gzip-compressed), the per-sample table and the gene-mapping report."""
+    """Write the AnnData (gzip-compressed), the per-sample table, the gene-mapping report and, when
+    paths are given, the samples set aside by matching and the subjects decided by tie-break/conflict."""
     built.adata.write_h5ad(h5ad_path, compression="gzip")
     built.adata.obs.to_csv(samples_path, sep="\t", index=False)
     built.gene_mapping.to_csv(mapping_path, sep="\t", index=False)
+    if unmatched_path is not None:
+        built.unmatched.to_csv(unmatched_path, sep="\t", index=False)
+    if subjects_path is not None:
+        built.subjects.to_csv(subjects_path, sep="\t", index=False)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from il6axis.counts_io import show_list
 from il6axis.errors import InputError
 from il6axis.geo_metadata import normalise_sex, parse_age
 from il6axis.groups import EXCLUDED, MILD, SEVERE
+from il6axis.value_scale import LINEAR_MODEL_TYPES
 
 log = logging.getLogger("il6axis.cohort")
 
@@ -28,8 +31,9 @@ MIN_SAMPLES_PER_GROUP = 2
 
 
 def _require_field(meta: pd.DataFrame, field: str, what: str, source: str) -> None:
+    """A configured field must be a metadata column; the error lists every column there is."""
     if field not in meta.columns:
-        shown = ", ".join(map(repr, list(meta.columns)[:25]))
+        shown = show_list(meta.columns)
         raise InputError(
             f"{source}: {what} field {field!r} is not a column of the sample metadata; available: {shown}. "
             f"Fix the field name in the cohort's config."
@@ -120,24 +124,79 @@ def filter_mask(meta: pd.DataFrame, filters: Mapping[str, Sequence[Any]], source
     return keep
 
 
-def one_per_patient_mask(
-    meta: pd.DataFrame, eligible: pd.Series, spec: Mapping[str, Any], source: str
-) -> pd.Series:
-    """Keep one eligible sample per patient: the first by ``order_field`` (numeric if possible).
+# Defaults of `one_per_patient.tie_break` and `.conflict` (the schema repeats them; a test checks).
+TIE_BREAKS = ("sample_id", "input_order")
+CONFLICT_POLICIES = ("exclude", "most_severe", "first")
+DEFAULT_TIE_BREAK = "sample_id"
+DEFAULT_CONFLICT = "exclude"
+SUBJECT_COLUMNS = [
+    "subject",
+    "samples",
+    "order_values",
+    "severity_labels",
+    "tie",
+    "conflict",
+    "kept_sample",
+    "decision",
+]
+
+
+@dataclass
+class PatientChoice:
+    """Outcome of the one-sample-per-patient rule."""
+
+    reason: pd.Series  # why each eligible sample left ("" = kept, or not eligible to begin with)
+    subjects: pd.DataFrame  # one row per subject with a tie or a label conflict (SUBJECT_COLUMNS)
+
+
+def _natural_key(sample_id: object) -> tuple[tuple[int, int | str], ...]:
+    """Sort key reading digit runs as numbers, so GSM999 sorts before GSM1000."""
+    parts = re.findall(r"\d+|\D+", str(sample_id))
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+def _tie_rank(index: pd.Index, tie_break: str, source: str) -> pd.Series:
+    if tie_break == "sample_id":
+        ordered = sorted(index, key=_natural_key)
+    elif tie_break == "input_order":
+        ordered = list(index)
+    else:  # the schema forbids this; kept for direct API use
+        raise InputError(f"{source}: one_per_patient.tie_break must be one of {list(TIE_BREAKS)}")
+    return pd.Series({s: i for i, s in enumerate(ordered)}).reindex(index)
+
+
+def choose_one_per_patient(
+    meta: pd.DataFrame, eligible: pd.Series, labels: pd.DataFrame, spec: Mapping[str, Any], source: str
+) -> PatientChoice:
+    """Keep one eligible sample per patient, deterministically, and resolve label conflicts.
 
     pydeseq2 has no random effects, so repeated draws of one patient must not enter as replicates.
+    A patient's eligible samples (those passing filters with a severe or mild label) are ordered by
+    ``order_field`` (``keep: first`` or ``last``); samples sharing the best order value are a tie,
+    broken by ``tie_break`` (``sample_id``: natural order of the sample IDs, independent of row order;
+    ``input_order``: the order the samples arrive in). When the severity group differs between a
+    patient's eligible samples (all of them, not only the tied ones: severity belongs to the disease
+    course), ``conflict`` decides: ``exclude`` drops the patient, ``most_severe`` keeps the first
+    severe sample, ``first`` keeps the first sample with its own label. Every tie and conflict is a
+    row of ``subjects``; every sample that leaves gets its reason. ``labels`` is the output of
+    :func:`assign_severity` (``severity`` group and ``source_label``).
     """
     patient_field = spec["patient_field"]
     order_field = spec.get("order_field")
+    keep = spec.get("keep", "first")
+    tie_break = spec.get("tie_break", DEFAULT_TIE_BREAK)
+    policy = spec.get("conflict", DEFAULT_CONFLICT)
+    if policy not in CONFLICT_POLICIES:  # the schema forbids this; kept for direct API use
+        raise InputError(f"{source}: one_per_patient.conflict must be one of {list(CONFLICT_POLICIES)}")
     _require_field(meta, patient_field, "one_per_patient.patient_field", source)
     candidates = meta.loc[eligible]
     if order_field:
         _require_field(meta, order_field, "one_per_patient.order_field", source)
         order = _order_key(candidates[order_field], spec.get("order_values"), source)
-        ascending = spec.get("keep", "first") == "first"
-        candidates = candidates.assign(_order=order).sort_values(
-            ["_order"], ascending=ascending, kind="stable"
-        )
+        shown_order = candidates[order_field].map(_as_label)
+    else:
+        order = pd.Series(0, index=candidates.index)
+        shown_order = pd.Series("", index=candidates.index)
     patient = candidates[patient_field].map(_as_label)
     no_id = patient.eq("")
     if no_id.any():
@@ -145,10 +204,95 @@ def one_per_patient_mask(
             "%s: %d sample(s) without %r count as their own patient", source, int(no_id.sum()), patient_field
         )
         patient = patient.where(~no_id, "sample:" + patient.index.astype(str))
-    first = ~patient.duplicated(keep="first")
-    keep = pd.Series(False, index=meta.index)
-    keep.loc[first[first].index] = True
-    return keep | ~eligible
+    # Tie-break first, then a stable sort on the order value: samples with equal order keep tie order.
+    frame = pd.DataFrame(
+        {"patient": patient, "order": order, "tie": _tie_rank(candidates.index, tie_break, source)}
+    ).sort_values("tie", kind="stable")
+    frame = frame.sort_values("order", ascending=keep == "first", kind="stable")
+
+    reason = pd.Series("", index=meta.index)
+    rows: list[dict[str, Any]] = []
+    for pid, group in frame.groupby("patient", sort=False):
+        if len(group) < 2:
+            continue
+        row, left = _decide_patient(str(pid), group, labels, shown_order, spec, policy, tie_break)
+        for sample, why in left.items():
+            reason[sample] = why
+        if row is not None:
+            rows.append(row)
+            level = logging.WARNING if row["conflict"] else logging.INFO
+            log.log(level, "%s: %s %s: %s", source, patient_field, pid, row["decision"])
+    subjects = pd.DataFrame(rows, columns=SUBJECT_COLUMNS)
+    subjects = subjects.sort_values("subject", key=lambda s: s.map(_natural_key), kind="stable")
+    return PatientChoice(reason=reason, subjects=subjects.reset_index(drop=True))
+
+
+def _decide_patient(
+    pid: str,
+    group: pd.DataFrame,
+    labels: pd.DataFrame,
+    shown_order: pd.Series,
+    spec: Mapping[str, Any],
+    policy: str,
+    tie_break: str,
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """One patient's samples (``group``, best first) -> its subjects row (tie/conflict only) and the
+    exclusion reason of every sample that leaves."""
+    patient_field, order_field = spec["patient_field"], spec.get("order_field")
+    keep = spec.get("keep", "first")
+    samples = list(group.index)
+    groups = labels.loc[samples, "severity"]
+    conflict = groups.nunique() > 1
+    pool = [s for s in samples if groups[s] == SEVERE] if conflict and policy == "most_severe" else samples
+    kept = pool[0]
+    tied = [s for s in pool if group.loc[s, "order"] == group.loc[kept, "order"]]
+    tie = len(tied) > 1
+    tie_words = "sample ID order" if tie_break == "sample_id" else "input order"
+    where = f"tie at {order_field} = {shown_order[kept]!r}" if order_field else "no order_field; tie"
+    tie_text = (
+        f"{where} among {', '.join(tied)}, broken by {tie_words} (one_per_patient.tie_break: {tie_break})"
+    )
+    shown = {s: f"{s} ({labels.loc[s, 'source_label']})" for s in samples}
+    by_group = "; ".join(
+        f"{g}: {', '.join(shown[s] for s in samples if groups[s] == g)}"
+        for g in (SEVERE, MILD)
+        if (groups == g).any()
+    )
+    left: dict[str, str] = {}
+    if conflict and policy == "exclude":
+        decision = (
+            f"conflicting severity labels ({by_group}): subject excluded (one_per_patient.conflict: exclude)"
+        )
+        left = {s: f"{patient_field} {pid} has {decision}" for s in samples}
+        kept = ""
+    else:
+        for s in samples:
+            if s == kept:
+                continue
+            if conflict:
+                left[s] = (
+                    f"{patient_field} {pid} has conflicting severity labels ({by_group}); kept {kept} "
+                    f"(one_per_patient.conflict: {policy})"
+                )
+            elif s in tied:
+                left[s] = f"not the {keep} sample of its {patient_field}: {tie_text}"
+            else:
+                left[s] = f"not the {keep} sample of its {patient_field}"
+        parts = [f"conflicting severity labels ({by_group}) resolved by {policy}"] if conflict else []
+        decision = "; ".join([*parts, *([tie_text] if tie else [])]) + f": kept {kept}"
+    if not (tie or conflict):
+        return None, left
+    row = {
+        "subject": pid,
+        "samples": ", ".join(samples),
+        "order_values": ", ".join(shown_order[samples]),
+        "severity_labels": ", ".join(f"{g} ({labels.loc[s, 'source_label']})" for s, g in groups.items()),
+        "tie": tie,
+        "conflict": conflict,
+        "kept_sample": kept,
+        "decision": decision,
+    }
+    return row, left
 
 
 def _order_key(values: pd.Series, order_values: Sequence[Any] | None, source: str) -> pd.Series:
@@ -222,13 +366,22 @@ def check_group_sizes(severity: pd.Series, source: str) -> dict[str, int]:
     return sizes
 
 
-def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: str) -> pd.DataFrame:
+@dataclass
+class Contrast:
+    """The per-sample table and the subjects whose sample the one-per-patient rule had to decide."""
+
+    obs: pd.DataFrame
+    subjects: pd.DataFrame  # SUBJECT_COLUMNS; empty without ties or conflicts (or one_per_patient)
+
+
+def build_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: str) -> Contrast:
     """Apply severity mapping, filters, one-per-patient and covariate completeness, in that order.
 
-    Returns ``obs``: the metadata (with derived fields) plus ``severity``, ``source_label``,
+    ``obs`` is the metadata (with derived fields) plus ``severity``, ``source_label``,
     ``exclusion_reason`` and the typed covariates. The order is fixed: derived fields, filters, severity
     labels, one sample per patient, complete covariates; a sample excluded for its label never decides
-    which draw represents a patient.
+    which draw represents a patient. ``subjects`` lists every tie and label conflict that
+    :func:`choose_one_per_patient` resolved.
     """
     meta = derive_fields(meta, cohort_spec.get("derived_fields", {}), source)
     passes = filter_mask(meta, cohort_spec.get("filters", {}), source)
@@ -238,9 +391,11 @@ def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: 
 
     eligible = reason.eq("")
     opp = cohort_spec.get("one_per_patient")
+    subjects = pd.DataFrame(columns=SUBJECT_COLUMNS)
     if opp:
-        kept = one_per_patient_mask(meta, eligible, opp, source)
-        reason = reason.where(kept, f"not the first sample of its {opp['patient_field']}")
+        choice = choose_one_per_patient(meta, eligible, groups, opp, source)
+        reason = reason.where(choice.reason.eq(""), choice.reason)
+        subjects = choice.subjects
         eligible = reason.eq("")
 
     missing = _missing_covariate(covariates, list(cohort_spec.get("covariates", {})))
@@ -260,7 +415,12 @@ def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: 
         log.info("%s: excluded %d sample(s): %s", source, n, why)
     overlap = [c for c in list(groups.columns) + list(covariates.columns) if c in meta.columns]
     obs = pd.concat([meta.drop(columns=overlap), groups, covariates], axis=1)
-    return obs
+    return Contrast(obs=obs, subjects=subjects)
+
+
+def define_contrast(meta: pd.DataFrame, cohort_spec: Mapping[str, Any], source: str) -> pd.DataFrame:
+    """``obs`` of :func:`build_contrast` (for callers that do not report subject decisions)."""
+    return build_contrast(meta, cohort_spec, source).obs
 
 
 def to_anndata(counts: pd.DataFrame, obs: pd.DataFrame, uns: Mapping[str, Any]) -> ad.AnnData:
@@ -277,7 +437,7 @@ def to_anndata(counts: pd.DataFrame, obs: pd.DataFrame, uns: Mapping[str, Any]) 
         if obs[col].dtype == object:
             obs[col] = obs[col].astype(str)
     var = pd.DataFrame(index=pd.Index(counts.index.astype(str), name="gene"))
-    dtype = np.float64 if uns.get("value_type") == "normalised" else np.int64
+    dtype = np.float64 if uns.get("value_type") in LINEAR_MODEL_TYPES else np.int64
     adata = ad.AnnData(X=counts_t.to_numpy(dtype=dtype), obs=obs, var=var)
     adata.uns.update(dict(uns))
     return adata

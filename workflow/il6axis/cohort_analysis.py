@@ -20,7 +20,7 @@ import pandas as pd
 from il6axis import composition, expression, orientation, scores
 from il6axis.de import DeSettings
 from il6axis.errors import InputError
-from il6axis.severity_model import fit_severity, is_normalised
+from il6axis.severity_model import fit_severity, is_log2, is_normalised, value_type_of
 
 log = logging.getLogger("il6axis.cohort_analysis")
 
@@ -90,13 +90,19 @@ def _expression_scales(
     """(values, obs, size factors, normalised, log-scale, description) for the contrast samples.
 
     Counts get DESeq2 size factors and the VST blind to severity; a cohort that publishes normalised
-    values only keeps them as they are (size factor 1) with log2(value + 1) as its log scale.
+    values only keeps them as they are (size factor 1) with log2(value + 1) as its log scale, or, when
+    they are log2 already, with the values themselves as the log scale and 2**x as the normalised layer.
     """
     if is_normalised(adata):
         values, obs = expression.contrast_values(adata)
         sf = pd.Series(1.0, index=values.index, name="size_factor")
-        note = "log2(normalised value + 1): the cohort publishes normalised values only"
-        return values, obs, sf, values, expression.log2_normalised(values), note
+        linear, logged = expression.published_scales(values, value_type_of(adata))
+        note = (
+            "published log2 values (no second log): the cohort publishes log2 normalised values only"
+            if is_log2(adata)
+            else "log2(normalised value + 1): the cohort publishes normalised values only"
+        )
+        return values, obs, sf, linear, logged, note
     counts, obs = expression.contrast_counts(adata)
     sf = expression.size_factors(counts)
     norm = expression.normalised_counts(counts, sf)
@@ -115,10 +121,15 @@ def expression_and_scores(
     """Normalise, VST (blind to severity), score every gene set two ways, test the scores and the sets."""
     covariates = list(adata.uns.get("covariates", []))
     counts, obs, sf, norm, vst, vst_note = _expression_scales(adata, settings)
+    panel_genes = panel["symbol"].tolist()
+    # Published log2 values: levels from 2**x, detection above each sample's floor (zeros are not visible).
+    detected = expression.detected_in(counts, value_type_of(adata), panel_genes)
     panel_expr = (
         panel[["symbol", "tier", "role"]]
         .merge(
-            expression.panel_expression(counts, obs, sf, vst, panel["symbol"].tolist()),
+            expression.panel_expression(
+                norm if is_log2(adata) else counts, obs, sf, vst, panel_genes, detected=detected
+            ),
             left_on="symbol",
             right_on="gene",
             how="left",

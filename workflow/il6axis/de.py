@@ -19,20 +19,30 @@ import pandas as pd
 from pydeseq2 import utils as pydeseq2_utils
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.ds import DeseqStats
-from pydeseq2.utils import robust_method_of_moments_disp
+from pydeseq2.utils import n_or_more_replicates, robust_method_of_moments_disp
 from scipy import stats
+from scipy.special import polygamma
+from scipy.stats import trim_mean
 from sklearn.linear_model import LinearRegression
 
-from il6axis import severity_model
+from il6axis import r_compatible, severity_model
+from il6axis.contrast import contrast_from_uns
 from il6axis.errors import InputError
 from il6axis.fast_inference import FastInference
 from il6axis.groups import MILD, SEVERE
+from il6axis.value_scale import detected_log2
 
 log = logging.getLogger("il6axis.de")
 
 SEVERITY_COEF = "severity[T.severe]"
 CONTRAST = ["severity", SEVERE, MILD]
 Z_95 = float(stats.norm.ppf(0.975))
+# de.engine: R DESeq2's procedures where pydeseq2's differ (r_compatible.py), or stock pydeseq2 0.5.4.
+ENGINE_R = "r_compatible"
+ENGINE_PYDESEQ2 = "pydeseq2"
+ENGINES = (ENGINE_R, ENGINE_PYDESEQ2)
+# R's ridge on the coefficients (lambda = 1e-6 on the log2 scale), on the natural-log scale of the fit.
+R_RIDGE_NATURAL_LOG = 1e-6 / np.log(2) ** 2
 
 
 @dataclass
@@ -45,12 +55,19 @@ class DeSettings:
     independent_filter: bool = True
     n_cpus: int = 1
     extra_covariates: Sequence[str] = field(default_factory=tuple)
+    engine: str = ENGINE_R
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"de.engine is {self.engine!r}; use one of {', '.join(ENGINES)}.")
 
 
 def settings_from_params(params, threads: int, lfc_shrink: bool | None = None) -> DeSettings:
-    """DeSettings from a rule's declared params (alpha, min_count, cooks_refit[, lfc_shrink]) and threads.
+    """DeSettings from a rule's declared params (alpha, min_count, cooks_refit[, engine, lfc_shrink])
+    and threads.
 
-    ``lfc_shrink`` overrides the param: sensitivity refits and pseudobulk runs report MLEs only.
+    ``lfc_shrink`` overrides the param: sensitivity refits and pseudobulk runs report MLEs only. A rule
+    whose params leave out ``engine`` (e.g. a module user's override) gets the default engine.
     """
     return DeSettings(
         alpha=params.alpha,
@@ -58,6 +75,7 @@ def settings_from_params(params, threads: int, lfc_shrink: bool | None = None) -
         lfc_shrink=params.lfc_shrink if lfc_shrink is None else lfc_shrink,
         refit_cooks=params.cooks_refit,
         n_cpus=threads,
+        engine=getattr(params, "engine", ENGINE_R),
     )
 
 
@@ -66,7 +84,10 @@ class DeResult:
     table: pd.DataFrame  # one row per gene of the cohort (tested or not)
     design: str
     n_per_group: dict[str, int]
-    n_tested: int
+    n_tested: int  # genes with a Wald test (the table's ``tested`` column)
+    engine: str | None = None  # de.engine of a DESeq2 fit; None for other models
+    # baseMean below which independent filtering set padj to NA (None: no filtering / not DESeq2)
+    filter_threshold: float | None = None
 
 
 def design_formula(covariates: Sequence[str]) -> str:
@@ -141,7 +162,8 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
     coef_names = list(dds.obsm["design_matrix"].columns)
     if SEVERITY_COEF not in coef_names:
         raise RuntimeError(f"reference level is not mild: design columns are {coef_names}")
-    ds = DeseqStats(
+    stats_class = _RCompatibleStats if settings.engine == ENGINE_R else DeseqStats
+    ds = stats_class(
         dds,
         contrast=CONTRAST,
         alpha=settings.alpha,
@@ -159,7 +181,15 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
         ds.lfc_shrink(coeff=SEVERITY_COEF)
         res["log2FoldChange_shrunk"] = ds.results_df["log2FoldChange"]
     table = _full_table(res, genes, keep)
-    return DeResult(table=table, design=design, n_per_group=n_per_group, n_tested=int(keep.sum()))
+    threshold = getattr(ds, "filter_threshold", None)
+    return DeResult(
+        table=table,
+        design=design,
+        n_per_group=n_per_group,
+        n_tested=int(table["tested"].sum()),
+        engine=settings.engine,
+        filter_threshold=threshold,
+    )
 
 
 def _contrast_counts(adata: ad.AnnData, in_contrast: np.ndarray) -> np.ndarray:
@@ -187,7 +217,8 @@ def _dataset(
     """
     kept = values if keep.all() else values[:, keep]
     counts = pd.DataFrame(kept, index=samples, columns=genes[keep], copy=False)
-    return _ChunkedCooksDataSet(
+    dataset_class = _RCompatibleDataSet if settings.engine == ENGINE_R else _ChunkedCooksDataSet
+    return dataset_class(
         counts=counts,
         metadata=meta,
         design=design,
@@ -309,6 +340,290 @@ def _gene_blocks(n_genes: int, per_block: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+class _RCompatibleDataSet(_ChunkedCooksDataSet):
+    """The DESeq2 steps where pydeseq2 0.5.4 does not compute what R DESeq2 1.38 computes, done R's way.
+
+    Gene-wise and MAP dispersions (R's line search and its rules around it), the dispersion trend
+    (R's Gamma GLM), the spread of the log dispersions (R's ``mad``), the Cook's refit (re-run with these
+    same steps; pydeseq2 builds a stock dataset for it) and the Cook's filter rule. Everything else
+    (size factors, means, moments, the LFC fit, Cook's distances) is pydeseq2's, through
+    ``FastInference``; ``r_compatible.py`` says what differs and why. Dispersions are fitted in gene
+    chunks on the inference's workers.
+    """
+
+    def fit_genewise_dispersions(self, vst: bool = False) -> None:
+        """``estimateDispersionsGeneEst``: pydeseq2's starting values and means, then R's fit."""
+        if vst:
+            super().fit_genewise_dispersions(vst)
+            return
+        if "size_factors" not in self.obs:
+            self.fit_size_factors(fit_type=self.size_factors_fit_type)
+        self.var["non_zero"] = ~(self.X == 0).all(axis=0)
+        self.non_zero_idx = np.arange(self.n_vars)[self.var["non_zero"]]
+        self.non_zero_genes = self.var_names[self.var["non_zero"]]
+        self._fit_MoM_dispersions()
+        design = self.obsm["design_matrix"].values
+        size_factors = self.obs["size_factors"].values
+        counts = self.X[:, self.non_zero_idx]
+        alpha_init = self.var.loc[self.var["non_zero"], "_MoM_dispersions"].to_numpy()
+        # R fits the means by least squares when each coefficient is one group, else by the GLM.
+        if len(self.obsm["design_matrix"].value_counts()) == design.shape[-1]:
+            mu = r_compatible.linear_model_mu(counts, size_factors, design)
+        else:
+            _, mu, _, _ = self.inference.irls(
+                counts, size_factors, design, alpha_init, self.min_mu, self.beta_tol
+            )
+        np.maximum(mu, self.min_mu, out=mu)
+        self.layers["_mu_hat"] = np.full((self.n_obs, self.n_vars), np.nan)
+        self.layers["_mu_hat"][:, self.non_zero_idx] = mu
+        alpha, iterations = self._per_gene(
+            lambda c, m, rows: r_compatible.genewise_dispersions(
+                c, design, m, alpha_init[rows], self.min_disp, self.max_disp
+            ),
+            counts,
+            mu,
+        )
+        self.var["genewise_dispersions"] = np.nan
+        self.var.loc[self.var["non_zero"], "genewise_dispersions"] = alpha
+        self.var["_genewise_converged"] = pd.array([pd.NA] * self.n_vars, dtype="boolean")
+        converged = (iterations < r_compatible.DISP_MAXIT) & (iterations != 1)
+        self.var.loc[self.var["non_zero"], "_genewise_converged"] = converged
+
+    def fit_dispersion_trend(self, vst: bool = False) -> None:
+        """R's ``parametricDispersionFit``; where R would switch to a local fit, the mean (logged)."""
+        if vst:
+            super().fit_dispersion_trend(vst)
+            return
+        if "genewise_dispersions" not in self.var:
+            self.fit_genewise_dispersions()
+        nz = self.var["non_zero"].to_numpy()
+        means = self.var.loc[nz, "_normed_means"].to_numpy()
+        genewise = self.var.loc[nz, "genewise_dispersions"].to_numpy()
+        try:
+            coefs = r_compatible.parametric_trend(means, genewise, self.min_disp)
+        except r_compatible.DispersionTrendError as exc:
+            # R substitutes a local regression (locfit) here, which we do not reproduce.
+            log.warning("%s; R would fit a local trend, this run uses the mean dispersion", exc)
+            self.uns["mean_disp"] = trim_mean(genewise[genewise > 10 * self.min_disp], 0.001)
+            self.uns["disp_function_type"] = "mean"
+        else:
+            self.uns["trend_coeffs"] = pd.Series(coefs, index=["a0", "a1"])
+            self.uns["disp_function_type"] = "parametric"
+        self.var["fitted_dispersions"] = np.nan
+        self.var.loc[nz, "fitted_dispersions"] = self.disp_function(means)
+
+    def fit_dispersion_prior(self) -> None:
+        """R's ``varLogDispEsts`` (mad squared) and ``estimateDispersionsPriorVar``."""
+        if "fitted_dispersions" not in self.var:
+            self.fit_dispersion_trend()
+        nz = self.var["non_zero"].to_numpy()
+        var_log = r_compatible.var_log_dispersion(
+            self.var.loc[nz, "genewise_dispersions"].to_numpy(),
+            self.var.loc[nz, "fitted_dispersions"].to_numpy(),
+            self.min_disp,
+        )
+        n_samples, n_coefs = self.obsm["design_matrix"].shape
+        try:
+            prior_var = r_compatible.dispersion_prior_variance(var_log, n_samples, n_coefs)
+        except ValueError:
+            # R matches simulated residual distributions here (its own random numbers); not reproduced.
+            log.warning(
+                "%d residual degrees of freedom: R simulates the dispersion prior variance; this run "
+                "uses max(var - trigamma(df / 2), 0.25)",
+                n_samples - n_coefs,
+            )
+            prior_var = max(var_log - float(polygamma(1, (n_samples - n_coefs) / 2)), 0.25)
+        self.uns["_squared_logres"] = var_log
+        self.uns["prior_disp_var"] = np.array(prior_var)
+
+    def fit_MAP_dispersions(self) -> None:
+        """``estimateDispersionsMAP``: R's start, line search, grid refit and outlier rule."""
+        if "prior_disp_var" not in self.uns:
+            self.fit_dispersion_prior()
+        nz = self.var["non_zero"].to_numpy()
+        design = self.obsm["design_matrix"].values
+        genewise = self.var.loc[nz, "genewise_dispersions"].to_numpy()
+        fitted = self.var.loc[nz, "fitted_dispersions"].to_numpy()
+        prior_var = float(self.uns["prior_disp_var"])
+        alpha, iterations = self._per_gene(
+            lambda c, m, rows: r_compatible.map_dispersions(
+                c, design, m, genewise[rows], fitted[rows], prior_var, self.min_disp, self.max_disp
+            ),
+            self.X[:, self.non_zero_idx],
+            self.layers["_mu_hat"][:, self.non_zero_idx],
+        )
+        outlier = r_compatible.dispersion_outliers(genewise, fitted, float(self.uns["_squared_logres"]))
+        self.var["MAP_dispersions"] = np.nan
+        self.var.loc[nz, "MAP_dispersions"] = alpha
+        self.var["_MAP_converged"] = pd.array([pd.NA] * self.n_vars, dtype="boolean")
+        self.var.loc[nz, "_MAP_converged"] = iterations < r_compatible.DISP_MAXIT
+        self.var["_outlier_genes"] = False
+        self.var.loc[nz, "_outlier_genes"] = outlier
+        self.var["dispersions"] = np.nan
+        self.var.loc[nz, "dispersions"] = np.where(outlier, genewise, alpha)
+
+    def _per_gene(self, fit, counts: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run ``fit(counts, mu, rows)`` (genes x samples blocks) over gene chunks on the inference's
+        workers; returns the concatenated (values, iterations)."""
+        n_samples, n_genes = counts.shape
+        values, iterations = np.empty(n_genes), np.empty(n_genes, dtype=int)
+
+        def run(s: slice) -> tuple[np.ndarray, np.ndarray]:
+            rows = np.arange(n_genes)[s]
+            block = np.ascontiguousarray(counts[:, s].T, dtype=float)
+            return fit(block, np.ascontiguousarray(mu[:, s].T), rows)
+
+        def store(s: slice, part: tuple[np.ndarray, np.ndarray]) -> None:
+            values[s], iterations[s] = part
+
+        if isinstance(self.inference, FastInference):
+            self.inference._map_chunks(lambda s: run(s), n_genes, n_samples, lambda s: (s,), store)
+        else:
+            store(slice(0, n_genes), run(slice(0, n_genes)))
+        return values, iterations
+
+    def _refit_without_outliers(self) -> None:
+        """R's ``refitWithoutOutliers``: the replaced genes re-run these same steps (gene-wise, MAP
+        with the cohort's trend, prior variance and spread, then the LFC fit). pydeseq2 0.5.4 builds a
+        stock ``DeseqDataSet`` for this; otherwise the bookkeeping below follows it line by line."""
+        if "replaced" not in self.var:
+            self._replace_outliers()
+        new_all_zeroes = (self.counts_to_refit.X == 0).all(axis=0)
+        self.new_all_zeroes_genes = self.counts_to_refit.var_names[new_all_zeroes]
+        self.var["refitted"] = self.var["replaced"].copy()
+        self.var.loc[self.var["refitted"], "refitted"] = ~new_all_zeroes
+        if new_all_zeroes.sum() > 0:
+            self.var.loc[self.new_all_zeroes_genes, "_normed_means"] = 0
+            self.varm["LFC"].loc[self.new_all_zeroes_genes, :] = 0
+        if self.var["refitted"].sum() == 0:
+            return
+        self.counts_to_refit = self.counts_to_refit[:, ~new_all_zeroes].copy()
+        sub = type(self)(
+            counts=pd.DataFrame(
+                self.counts_to_refit.X,
+                index=self.counts_to_refit.obs_names,
+                columns=self.counts_to_refit.var_names,
+            ),
+            metadata=self.obs,
+            design=self.design,
+            min_mu=self.min_mu,
+            min_disp=self.min_disp,
+            max_disp=self.max_disp,
+            refit_cooks=self.refit_cooks,
+            min_replicates=self.min_replicates,
+            beta_tol=self.beta_tol,
+            inference=self.inference,
+            quiet=True,
+        )
+        sub.obs["size_factors"] = self.counts_to_refit.obs["size_factors"]
+        sub.layers["normed_counts"] = sub.X / sub.obs["size_factors"].values[:, None]
+        sub.var["_normed_means"] = sub.layers["normed_counts"].mean(axis=0)
+        sub.fit_genewise_dispersions()
+        for key in ("disp_function_type", "trend_coeffs", "mean_disp", "_squared_logres", "prior_disp_var"):
+            if key in self.uns:
+                sub.uns[key] = self.uns[key]
+        sub.var["fitted_dispersions"] = sub.disp_function(sub.var["_normed_means"])
+        sub.fit_MAP_dispersions()
+        sub.fit_LFC()
+        refitted = self.var["refitted"]
+        # pydeseq2 copies back the first four; R also replaces the MAP estimate and the outlier flag.
+        for column in ("_normed_means", "genewise_dispersions", "fitted_dispersions", "dispersions",
+                       "MAP_dispersions", "_outlier_genes"):  # fmt: skip
+            self.var.loc[refitted, column] = sub.var[column].to_numpy()
+        self.varm["LFC"][refitted] = sub.varm["LFC"]
+        self.layers["replace_cooks"] = self.layers["cooks"].copy()
+        for col in np.where(refitted)[0]:
+            self.layers["replace_cooks"][self.obs["replaceable"], col] = 0.0
+
+    def cooks_outlier(self) -> pd.Series:
+        """Genes whose p-value R's ``results()`` sets to NA for a Cook's distance above the cutoff.
+
+        The largest distance over samples with 3+ replicates; after a refit, the replaceable samples'
+        distances count as 0 (none at all if every sample is replaceable). The exception for genes
+        with 3+ samples above the outlier's count holds, as in R, only for a design of one two-level
+        factor (pydeseq2 applies it to every design).
+        """
+        if "_pvalue_cooks_outlier" in self.var:
+            return self.var["_pvalue_cooks_outlier"]
+        n_samples, n_coefs = self.obsm["design_matrix"].shape
+        cutoff = stats.f.ppf(0.99, n_coefs, n_samples - n_coefs)
+        use_for_max = n_or_more_replicates(self.obsm["design_matrix"], 3).to_numpy()
+        cooks = self.layers["cooks"]
+        refitted = self.refit_cooks and "refitted" in self.var and bool(self.var["refitted"].any())
+        if refitted and bool(self.obs["replaceable"].all()):
+            outlier = np.zeros(self.n_vars, dtype=bool)
+        else:
+            considered = use_for_max.copy()
+            if refitted:
+                considered &= ~self.obs["replaceable"].to_numpy()
+            with np.errstate(invalid="ignore"):
+                outlier = (cooks[considered] > cutoff).any(axis=0)
+        if outlier.any() and _single_two_level_factor(self.design, self.obs):
+            cols = np.flatnonzero(outlier)
+            at_max = np.nanargmax(cooks[:, cols], axis=0)
+            outlier_count = self.X[at_max, cols]
+            outlier[cols] = (self.X[:, cols] > outlier_count).sum(axis=0) < 3
+        self.var["_pvalue_cooks_outlier"] = outlier
+        return self.var["_pvalue_cooks_outlier"]
+
+
+def _single_two_level_factor(design: str, obs: pd.DataFrame) -> bool:
+    """True for a design of one categorical variable with two levels (``~ severity``), the only
+    design for which R DESeq2 keeps a Cook's-flagged gene's p-value when 3+ samples count higher."""
+    terms = [t.strip() for t in str(design).lstrip("~ ").split("+") if t.strip()]
+    if len(terms) != 1 or terms[0] not in obs:
+        return False
+    column = obs[terms[0]]
+    is_factor = not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+    return bool(is_factor and column.nunique() == 2)
+
+
+class _RCompatibleStats(DeseqStats):
+    """``DeseqStats`` whose independent filtering is R's ``pvalueAdjustment`` (R's lowess)."""
+
+    filter_threshold: float | None = None
+
+    def run_wald_test(self) -> None:
+        """``DeseqStats.run_wald_test`` with R's covariance: the weights use the means floored at
+        ``min_mu`` (R's ``fitBeta`` / ``fitNbinomGLMsOptim``) and the ridge is R's 1e-6 on the log2
+        scale. pydeseq2 uses the unfloored means, which matters where a coefficient runs off to
+        -infinity (e.g. a Y gene in a design with sex: the female samples then carry no weight)."""
+        if self.prior_LFC_var is not None:  # not used by this workflow; keep pydeseq2's own
+            super().run_wald_test()
+            return
+        sf = self.dds.obs["size_factors"].to_numpy()
+        mu = np.exp(self.design_matrix.to_numpy() @ self.LFC.to_numpy().T) * sf[:, None]
+        np.maximum(mu, self.dds.min_mu, out=mu)
+        num_vars = self.design_matrix.shape[1]
+        pvals, stat, se = self.inference.wald_test(
+            design_matrix=self.design_matrix.to_numpy(),
+            disp=self.dds.var["dispersions"].to_numpy(),
+            lfc=self.LFC.to_numpy(),
+            mu=mu,
+            ridge_factor=np.diag(np.repeat(R_RIDGE_NATURAL_LOG, num_vars)),
+            contrast=self.contrast_vector,
+            lfc_null=np.log(2) * self.lfc_null,
+            alt_hypothesis=self.alt_hypothesis,
+        )
+        self.p_values = pd.Series(pvals, index=self.dds.var_names)
+        self.statistics = pd.Series(stat, index=self.dds.var_names)
+        self.SE = pd.Series(se, index=self.dds.var_names)
+        if self.dds.refit_cooks and self.dds.var["replaced"].sum() > 0:
+            self.SE.loc[self.dds.new_all_zeroes_genes] = 0.0
+            self.statistics.loc[self.dds.new_all_zeroes_genes] = 0.0
+            self.p_values.loc[self.dds.new_all_zeroes_genes] = 1.0
+
+    def _independent_filtering(self) -> None:
+        if not hasattr(self, "p_values"):
+            self.run_wald_test()
+        result = r_compatible.independent_filtering(
+            self.base_mean.to_numpy(), self.p_values.to_numpy(), self.alpha
+        )
+        self.padj = pd.Series(result.padj, index=self.dds.var_names)
+        self.filter_threshold = result.threshold
+        self.filter_result = result
+
+
 def _fit_dataset(dds: DeseqDataSet) -> None:
     """``dds.deseq2()`` step by step, freeing each large intermediate once no later step reads it.
 
@@ -343,18 +658,34 @@ def _drop(mapping, *keys: str) -> None:
             del mapping[key]
 
 
+# DE table flags (one meaning each; documented in config/README.md, "DE table columns"):
+# tested = the gene was fitted and has a Wald p-value; not_tested_reason says why not (empty when tested);
+# cooks_outlier = fitted, but DESeq2 withholds p and padj for a Cook's distance above the cutoff;
+# independently_filtered = tested, but padj is NA because its baseMean is below the independent-filtering
+# threshold (its p-value did not enter the BH correction).
+REASON_EXPRESSION = "below expression filter"
+REASON_COOKS = "Cook's distance outlier"
+REASON_NO_FIT = "no estimate (all counts zero after outlier replacement)"
+FLAG_COLUMNS = ["tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]
+
+
 def _full_table(res: pd.DataFrame, genes: pd.Index, keep: pd.Series) -> pd.DataFrame:
-    """Results for every gene; filtered genes keep their row with NA statistics and the reason."""
+    """Results for every gene; genes without a test keep their row with NA statistics and the reason."""
     table = res.reindex(genes)
     table.index.name = "gene"
-    table["tested"] = keep.reindex(genes).to_numpy()
-    table["not_tested_reason"] = np.where(table["tested"], "", "below expression filter")
-    independent = table["tested"] & table["pvalue"].notna() & table["padj"].isna()
-    table.loc[independent, "not_tested_reason"] = "removed by independent filtering"
-    cooks = table["tested"] & table["pvalue"].isna() & table["log2FoldChange"].notna()
-    table.loc[cooks, "not_tested_reason"] = "Cook's distance outlier"
+    fitted = keep.reindex(genes).to_numpy()
+    has_p = table["pvalue"].notna().to_numpy()
+    cooks = fitted & ~has_p & table["log2FoldChange"].notna().to_numpy()
+    table["tested"] = fitted & has_p
+    reason = np.where(fitted, "", REASON_EXPRESSION).astype(object)
+    reason[cooks] = REASON_COOKS
+    reason[fitted & ~has_p & ~cooks] = REASON_NO_FIT
+    table["not_tested_reason"] = reason
+    table["cooks_outlier"] = cooks
+    table["independently_filtered"] = table["tested"] & table["padj"].isna()
     table = table.reset_index()
     order = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]
+    order += FLAG_COLUMNS
     rest = [c for c in table.columns if c not in order]
     return table[order + rest]
 
@@ -387,12 +718,16 @@ def panel_table(de_table: pd.DataFrame, panel: pd.DataFrame, adata: ad.AnnData) 
     groups = sub.obs["severity"].astype(str)
     rows = panel[["symbol", "tier", "role"]].copy()
     rows["present"] = rows["symbol"].isin(counts.columns)
+    present = list(dict.fromkeys(rows.loc[rows["present"], "symbol"]))
+    # Published log2 values: zeros sit at each sample's floor, not at 0 (value_scale.detected_log2).
+    detected = detected_log2(counts, present) if severity_model.is_log2(adata) else counts[present] > 0
     for g in (MILD, SEVERE):
-        present = rows.loc[rows["present"], "symbol"]
-        det = (counts.loc[groups == g, present] > 0).mean(axis=0)
+        det = detected.loc[groups == g].mean(axis=0)
         rows[f"detection_{g}"] = rows["symbol"].map(det)
     merged = rows.merge(de_table, how="left", left_on="symbol", right_on="gene").drop(columns="gene")
-    merged["tested"] = merged["tested"].eq(True)
+    for flag in ("tested", "cooks_outlier", "independently_filtered"):
+        if flag in merged:
+            merged[flag] = merged[flag].eq(True)
     merged.loc[~merged["present"], "not_tested_reason"] = "gene absent from the count matrix"
     merged["padj_panel"] = benjamini_hochberg(merged["pvalue"])
     return merged
@@ -418,20 +753,26 @@ def run_and_write(
     result = severity_model.fit_severity(adata, covariates, settings)
     table = result.table
     table.to_csv(results_path, sep="\t", index=False, float_format="%.6g")
-    panel_table(table, panel, adata).to_csv(panel_path, sep="\t", index=False, float_format="%.6g")
+    # The declared contrast (config `contrast`, carried in uns): what the `severe` / `mild` slots are.
+    declared = contrast_from_uns(adata.uns, source=f"{cohort} AnnData")
+    panel_out = panel_table(table, panel, adata).assign(contrast=declared.label)
+    panel_out.to_csv(panel_path, sep="\t", index=False, float_format="%.6g")
     called = table["padj"] < settings.alpha
     summary = {
         "cohort": cohort,
-        "contrast": "severe vs mild",
+        "contrast": declared.to_dict(result.n_per_group),
         "reference_level": MILD,
         "design": result.design,
         "model": severity_model.model_of(adata),
         "scale": severity_model.scale_of(adata),
+        "value_type": severity_model.value_type_of(adata),
         "n_per_group": result.n_per_group,
         "alpha": settings.alpha,
         "n_cpus": settings.n_cpus,
         "n_genes": int(len(table)),
         "n_tested": result.n_tested,
+        "de_engine": result.engine,
+        "independent_filter_threshold": result.filter_threshold,
         "n_up": int((called & (table["log2FoldChange"] > 0)).sum()),
         "n_down": int((called & (table["log2FoldChange"] < 0)).sum()),
         "tissue": str(adata.uns.get("tissue", "")),

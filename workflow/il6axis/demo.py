@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Planted severe-vs-mild log2 fold changes for named genes, chosen to mirror published direction
-# (neutrophil/granulopoiesis markers up, MHC-II down, SOCS3/CEBPD up) so the orientation check passes.
+# Planted severe-vs-mild log2 fold changes for named genes, chosen to mirror published direction:
+# neutrophil/granulopoiesis and S100 markers up and MHC-II down (the orientation markers, so the check
+# passes), and IL-6 axis genes such as SOCS3, CEBPD, OSM and IL6R up (genes under test, not markers).
 NAMED_EFFECTS: dict[str, float] = {
     "SOCS3": 1.2,
     "CEBPD": 1.0,

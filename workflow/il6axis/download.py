@@ -37,6 +37,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,6 +78,18 @@ class DownloadError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+
+class HtmlPageError(DownloadError):
+    """An HTML page arrived where a data file was expected (an error or maintenance page, a wrong URL)."""
+
+
+class MissingFileError(DownloadError):
+    """The file does not exist at its source: HTTP 404 / 410, or absent from the local directory.
+
+    Kept apart from other failures because "not there" is the one outcome after which trying another
+    source is safe; a flaky network or a wrong file is not (see :mod:`il6axis.acquire`).
+    """
 
 
 @dataclass(frozen=True)
@@ -337,7 +350,7 @@ def _verify(
     html_expected = path.name.lower().endswith((".html", ".htm"))
     is_html_type = bool(content_type) and content_type.split(";")[0].strip().lower() == "text/html"
     if not html_expected and (_looks_like_html(head) or is_html_type):
-        raise DownloadError(
+        raise HtmlPageError(
             f"{label}: received an HTML page instead of the data file (an error/maintenance page or a "
             "wrong URL). Fix: check the accession / file name and base URL in config; if GEO is under "
             "maintenance, retry later."
@@ -417,6 +430,9 @@ def _write_verified(
 # HTTP fetch
 # --------------------------------------------------------------------------------------------
 
+# Statuses meaning "this file is not on the server" (as opposed to a refusal or a failure).
+MISSING_STATUSES = (404, 410)
+
 _FIX_BY_STATUS = {
     404: "check the accession / file name in config, or the base URL",
     410: "the file was removed upstream; check the accession / file name in config",
@@ -450,7 +466,8 @@ def _http_error(exc: urllib.error.HTTPError, url: str) -> Exception:
     if status >= 500 or status == 429:
         return _Transient(f"HTTP {status} {exc.reason}", status=status, wait_s=_retry_after(exc.headers))
     fix = _FIX_BY_STATUS.get(status, "check the URL (accession, file name, base URL) in config")
-    return DownloadError(f"HTTP {status} {exc.reason} for {url}: {fix}", status=status)
+    error = MissingFileError if status in MISSING_STATUSES else DownloadError
+    return error(f"HTTP {status} {exc.reason} for {url}: {fix}", status=status)
 
 
 def _attempt(
@@ -561,7 +578,12 @@ def fetch(
             )
         except (_Transient, DownloadError) as exc:
             if isinstance(exc, DownloadError) and not exc.retryable:
-                log.error("download failed: %s", exc)
+                # A missing file may be expected (the caller can try another source): not an error yet.
+                log.log(
+                    logging.WARNING if isinstance(exc, MissingFileError) else logging.ERROR,
+                    "download failed: %s",
+                    exc,
+                )
                 raise
             last_exc = exc
             if attempt + 1 >= retries:
@@ -626,8 +648,8 @@ def copy_local(
             "config key `download.local_dir` (expected layout <local_dir>/<accession>/<file>, "
             f"gene info at <local_dir>/{GENE_INFO_NAME}), or unset `download.local_dir` to download."
         )
-        log.error(message)
-        raise DownloadError(message)
+        log.warning(message)
+        raise MissingFileError(message)
 
     log.info("copying %s -> %s", src, dest)
     total = src.stat().st_size
@@ -653,6 +675,83 @@ def copy_local(
         raise
     log.info("copied %s -> %s: %d bytes, sha256=%s", src, dest, n_bytes, sha256)
     return FetchResult(url=url, path=dest, sha256=sha256, n_bytes=n_bytes, attempts=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Directory listings (for "did you mean" when a file is missing)
+# --------------------------------------------------------------------------------------------
+
+LISTED_SUBDIRS = ("suppl", "matrix")
+_LISTING_MAX_BYTES = 4 * 2**20
+
+
+def series_listing_url(accession: str, subdir: str, base: str = DEFAULT_GEO_BASE) -> str:
+    """URL of the HTML index of a series folder: ``{base}/geo/series/GSEnnn/GSE.../{subdir}/``."""
+    if subdir not in LISTED_SUBDIRS:
+        raise ValueError(f"unknown series folder {subdir!r}: expected one of {', '.join(LISTED_SUBDIRS)}")
+    return f"{_base(base)}/{series_dir(accession)}/{subdir}/"
+
+
+class _LinkCollector(HTMLParser):
+    """Collects the ``href`` of every ``<a>`` element, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.extend(value for name, value in attrs if name == "href" and value)
+
+
+def parse_directory_listing(page: str, listing_url: str) -> list[str]:
+    """File names in an HTML directory index (Apache, nginx, or NCBI's FTP-over-HTTPS pages).
+
+    Every ``<a href>`` is resolved against ``listing_url`` (relative, absolute-path and full-URL links
+    alike) and kept only when it points at a file directly inside that folder. That drops the
+    parent-directory link, column-sort links (``?C=N;O=D``), sub-folders (trailing ``/``) and links
+    elsewhere, whatever their text says. Names are URL-unescaped; the result is sorted and unique.
+    """
+    collector = _LinkCollector()
+    collector.feed(page)
+    collector.close()
+    folder_url = listing_url if listing_url.endswith("/") else listing_url + "/"
+    folder = urllib.parse.urlsplit(folder_url)
+    folder_path = urllib.parse.unquote(folder.path)
+    names: set[str] = set()
+    for href in collector.hrefs:
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(folder_url, href.strip()))
+        if target.query or target.netloc.lower() != folder.netloc.lower():
+            continue
+        directory, _, name = urllib.parse.unquote(target.path).rpartition("/")
+        if directory + "/" == folder_path and name not in ("", ".", ".."):
+            names.add(name)
+    return sorted(names)
+
+
+def list_directory(url: str, *, timeout_s: float = 30.0) -> list[str]:
+    """Fetch an HTML directory index and return the file names it lists (one attempt, no retries).
+
+    Only used to enrich error messages ("the folder holds ..."), so it does not retry; any failure
+    raises :class:`DownloadError` with the reason, for the caller to mention.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read(_LISTING_MAX_BYTES + 1)
+            charset = response.headers.get_content_charset() or "utf-8"
+            final_url = response.geturl() or url
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}", status=exc.code) from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise DownloadError(f"could not read {url}: {getattr(exc, 'reason', exc)}") from exc
+    if len(body) > _LISTING_MAX_BYTES:
+        raise DownloadError(f"{url}: listing larger than {_LISTING_MAX_BYTES} bytes, not read")
+    page = body.decode(charset, errors="replace")
+    if "<a" not in page.lower():
+        raise DownloadError(f"{url}: not an HTML directory index (no links in the page)")
+    return parse_directory_listing(page, final_url)
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,6 +783,24 @@ def write_manifest(results: Iterable[FetchResult], path: str | os.PathLike[str])
         raise
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a ``.partial-*`` temp file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix="-" + path.name)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a manifest written by :func:`write_manifest`; ``bytes`` and ``attempts`` become ints."""
     with Path(path).open(newline="", encoding="utf-8") as fh:
@@ -706,19 +823,24 @@ __all__ = [
     "DEFAULT_NCBI_GENE_BASE",
     "DownloadError",
     "FetchResult",
+    "MissingFileError",
     "copy_local",
     "expect_first_line_prefix",
     "fetch",
     "gene_info_url",
+    "list_directory",
     "local_relpath",
     "ncbi_counts_name",
     "ncbi_counts_url",
+    "parse_directory_listing",
     "read_manifest",
     "series_dir",
+    "series_listing_url",
     "series_matrix_name",
     "series_matrix_url",
     "supplementary_url",
     "validate_accession",
     "validate_filename",
     "write_manifest",
+    "write_text_atomic",
 ]

@@ -28,6 +28,7 @@ from pydeseq2.default_inference import DefaultInference
 from il6axis.counts_io import normalised_array
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
+from il6axis.value_scale import LOG2_NORMALISED, detected_log2, log2_values
 
 log = logging.getLogger("il6axis.expression")
 
@@ -43,6 +44,12 @@ LOW_DETECTION = 0.5
 # R DESeq2's vst() fits the dispersion trend on genes with mean normalised count above this value when
 # subsampling (nsub); the same rule is used here.
 NSUB_MIN_MEAN = 5.0
+# pydeseq2's DefaultInference runs per-gene fits in joblib process workers when n_cpus > 1: each is a fresh
+# interpreter with numpy/scipy/pydeseq2 loaded (~100-200 MB each, counted in the step's memory) and they take
+# ~2 s to start. A fit on fewer genes than this runs in-process, where workers cost more than they save
+# (GSE152418, the nsub=1000 trend fit: 1.4 s and no extra memory in-process, 3.5 s and +430 MB with 2
+# workers). Per-gene results do not depend on the number of workers.
+VST_WORKER_MIN_GENES = 5000
 
 
 def _cohort_label(adata: ad.AnnData) -> str:
@@ -86,21 +93,38 @@ def contrast_counts(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def contrast_values(adata: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Normalised values (samples x genes, float) and ``obs`` of the mild and severe samples.
+    """Normalised values (samples x genes, float) and ``obs`` of the mild and severe samples, as stored.
 
-    For cohorts that publish normalised values only (``uns["value_type"] == "normalised"``): they are
-    already comparable between samples, so they stand in for DESeq2-normalised counts, and
-    :func:`log2_normalised` stands in for the VST.
+    For cohorts that publish normalised values only (``uns["value_type"]`` ``normalised`` or
+    ``log2_normalised``): they are already comparable between samples, so they stand in for
+    DESeq2-normalised counts, and their log2 scale (:func:`published_scales`) for the VST. Linear values
+    are checked finite and non-negative, log2 values finite (negatives are allowed).
     """
     x, obs, samples, genes = _contrast_matrix(adata)
     values = pd.DataFrame(x, index=samples, columns=genes)
-    checked = normalised_array(values, f"{_cohort_label(adata)} (X, samples x genes)")
+    label = f"{_cohort_label(adata)} (X, samples x genes)"
+    if str(adata.uns.get("value_type", "")) == LOG2_NORMALISED:
+        checked = log2_values(values, label)
+    else:
+        checked = normalised_array(values, label)
     return pd.DataFrame(checked, index=samples, columns=genes), obs
 
 
 def log2_normalised(values: pd.DataFrame, prior: float = 1.0) -> pd.DataFrame:
     """log2(value + prior): the log scale of the linear-model route, used where counts get the VST."""
     return np.log2(values + prior)
+
+
+def published_scales(values: pd.DataFrame, value_type: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(linear, log2) versions of a normalised-only cohort's values, for the layers counts get from
+    DESeq2 normalisation and the VST.
+
+    ``normalised``: the values and log2(value + 1), the linear model's scale. ``log2_normalised``: 2**x
+    and the values themselves, so the log scale is the one the linear model fits, never a second log.
+    """
+    if value_type == LOG2_NORMALISED:
+        return np.exp2(values), values
+    return values, log2_normalised(values)
 
 
 def size_factors(counts: pd.DataFrame) -> pd.Series:
@@ -153,7 +177,7 @@ def _dataset(counts: pd.DataFrame, obs: pd.DataFrame | None, design_free: bool, 
         counts=counts,
         metadata=metadata,
         design=design,
-        inference=DefaultInference(n_cpus=n_cpus),
+        inference=DefaultInference(n_cpus=n_cpus if counts.shape[1] >= VST_WORKER_MIN_GENES else 1),
         quiet=True,
     )
 
@@ -196,7 +220,8 @@ def vst(
     on ``nsub`` randomly chosen genes (seeded) with mean normalised count > 5 (that fit uses the subsample's
     own median-of-ratios factors), and pydeseq2's transform is then applied to all genes with size factors
     from all genes (about 8 s of CPU for 10k x 30 with ``nsub=1000``; values within 0.1 of the full fit).
-    ``nsub=None`` fits on every gene. ``n_cpus`` is passed to pydeseq2's inference (joblib workers).
+    ``nsub=None`` fits on every gene. ``n_cpus`` is passed to pydeseq2's inference (joblib process workers)
+    for fits on at least ``VST_WORKER_MIN_GENES`` genes; smaller fits (the ``nsub`` trend) run in-process.
     """
     if counts.shape[1] == 0 or counts.shape[0] < 2:
         raise InputError(f"vst needs >= 2 samples and >= 1 gene; got {counts.shape[0]} x {counts.shape[1]}")
@@ -233,13 +258,27 @@ def _vst_with_subsampled_trend(
     return full.vst_transform()
 
 
+def detected_in(values: pd.DataFrame, value_type: str, genes: Sequence[str]) -> pd.DataFrame | None:
+    """Detection of ``genes`` for :func:`panel_expression`: above each sample's floor for published log2
+    values (zeros are not visible there, :func:`il6axis.value_scale.detected_log2`); None (count > 0)
+    otherwise. ``values`` holds every gene of the matrix: the floor is the sample's minimum over all."""
+    if value_type != LOG2_NORMALISED:
+        return None
+    return detected_log2(values, [g for g in dict.fromkeys(genes) if g in values.columns])
+
+
 def _library_cpm(counts: pd.DataFrame) -> pd.DataFrame:
     lib = counts.sum(axis=1).astype(float)
     return counts.div(lib.where(lib > 0), axis=0) * 1e6
 
 
 def _group_stats(
-    counts: pd.DataFrame, norm: pd.DataFrame, cpm: pd.DataFrame, vst_values: pd.DataFrame, suffix: str
+    counts: pd.DataFrame,
+    norm: pd.DataFrame,
+    cpm: pd.DataFrame,
+    vst_values: pd.DataFrame,
+    suffix: str,
+    seen: pd.DataFrame,
 ) -> pd.DataFrame:
     genes = counts.columns
     vst_sub = vst_values.reindex(index=counts.index, columns=genes)
@@ -249,7 +288,7 @@ def _group_stats(
             f"mean_norm_{suffix}": norm.mean(axis=0),
             f"median_norm_{suffix}": norm.median(axis=0),
             f"median_cpm_{suffix}": cpm.median(axis=0),
-            f"detect_{suffix}": (counts > 0).mean(axis=0),
+            f"detect_{suffix}": seen.mean(axis=0),
             f"cpm1_{suffix}": (cpm >= 1.0).mean(axis=0),
             f"mean_vst_{suffix}": vst_sub.mean(axis=0),
         },
@@ -263,6 +302,7 @@ def panel_expression(
     sf: pd.Series,
     vst: pd.DataFrame,
     panel_genes: Sequence[str],
+    detected: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Wide table, one row per panel gene: level and detection per group (mild, severe) and pooled (all).
 
@@ -271,12 +311,22 @@ def panel_expression(
     count > 0), ``cpm1_`` (fraction with CPM >= 1, library size = all genes of the matrix), ``mean_vst_``;
     and ``note`` (:func:`detection_note`). Genes absent from the matrix keep a row with ``present=False``
     and NA statistics. CPM and detection use raw counts; means use normalised counts.
+
+    ``detected`` (samples x genes, bool) replaces ``counts > 0`` where a zero count cannot be seen in the
+    values: published log2 values, where zeros sit at the sample's floor (:func:`detected_in`).
     """
     genes = list(dict.fromkeys(str(g) for g in panel_genes))
     severity = obs.loc[counts.index, "severity"].astype(str)
     present = [g for g in genes if g in counts.columns]
     norm = normalised_counts(counts, sf)
     cpm = _library_cpm(counts)
+    if detected is None:
+        seen = counts[present] > 0
+    else:
+        lacking = [g for g in present if g not in detected.columns]
+        if lacking:
+            raise ValueError(f"panel_expression: `detected` lacks panel genes {lacking}")
+        seen = detected.loc[counts.index, present]
     parts = []
     for suffix, mask in [
         (MILD, severity == MILD),
@@ -291,6 +341,7 @@ def panel_expression(
                 cpm.loc[rows, present],
                 vst,
                 suffix,
+                seen.loc[rows, present],
             )
         )
     stats = pd.concat(parts, axis=1).reindex(genes)

@@ -64,6 +64,7 @@ from il6axis.style import (  # noqa: E402
     group_label,
     save,
 )
+from il6axis.value_scale import detected_log2  # noqa: E402
 
 log = logging.getLogger("il6axis.figures_cohort")
 
@@ -110,8 +111,18 @@ def _dense(matrix) -> np.ndarray:
 
 
 def _raw_counts(adata: ad.AnnData) -> pd.DataFrame:
-    """Samples x genes raw counts of a cohort AnnData as floats (X holds integer counts)."""
-    return pd.DataFrame(_dense(adata.X).astype(float), index=adata.obs_names, columns=adata.var_names)
+    """Samples x genes raw counts of a cohort AnnData as floats (X holds integer counts); for a cohort
+    with published log2 values, 2**X (the linear scale that library sizes and CPM need)."""
+    values = pd.DataFrame(_dense(adata.X).astype(float), index=adata.obs_names, columns=adata.var_names)
+    return np.exp2(values) if severity_model.is_log2(adata) else values
+
+
+def _detected_genes(adata: ad.AnnData) -> np.ndarray:
+    """Per sample, genes with a count > 0, or, for published log2 values, above the sample's floor (where
+    its zero counts sit: ``value_scale.detected_log2``)."""
+    values = pd.DataFrame(_dense(adata.X).astype(float), index=adata.obs_names, columns=adata.var_names)
+    detected = detected_log2(values) if severity_model.is_log2(adata) else values > 0
+    return detected.sum(axis=1).to_numpy()
 
 
 def _layer(adata: ad.AnnData, name: str, source: str, genes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -208,9 +219,15 @@ def box_lines(
 
 def log_scale_name(source: ad.AnnData | Mapping) -> str:
     """Name of the cohort's log expression scale for labels, from its AnnData or its DE summary: the VST
-    for counts, log2(value + 1) for a cohort that publishes normalised values only."""
-    scale = severity_model.scale_of(source) if isinstance(source, ad.AnnData) else source.get("scale")
-    return "log2(normalised + 1)" if scale == severity_model.SCALE_NORMALISED else "VST"
+    for counts, log2(normalised + 1) for a cohort that publishes normalised values only, and "published
+    log2 normalised" for one whose values are already log2. A summary without ``value_type``
+    (older runs) is named from its ``scale``."""
+    if isinstance(source, ad.AnnData):
+        return severity_model.log_scale_name(severity_model.value_type_of(source))
+    if source.get("value_type"):
+        return severity_model.log_scale_name(str(source["value_type"]))
+    normalised = source.get("scale") == severity_model.SCALE_NORMALISED
+    return severity_model.log_scale_name(severity_model.NORMALISED if normalised else "counts")
 
 
 def _log_ticks(ax: plt.Axes) -> None:
@@ -269,13 +286,15 @@ def _cohort_name(adata: ad.AnnData, fallback: str = "cohort") -> str:
 
 
 def library_table(adata: ad.AnnData) -> pd.DataFrame:
-    """Per sample: severity, total counts (millions) and detected genes (count > 0), all samples."""
+    """Per sample: severity, total counts (millions) and detected genes (count > 0), all samples.
+
+    Published log2 values are summed as 2**x; a gene is detected above the sample's floor."""
     counts = _raw_counts(adata)
     return pd.DataFrame(
         {
             "severity": _severity(adata.obs, _cohort_name(adata)).to_numpy(),
             "total_millions": counts.sum(axis=1).to_numpy() / 1e6,
-            "detected_genes": (counts > 0).sum(axis=1).to_numpy(),
+            "detected_genes": _detected_genes(adata),
         },
         index=adata.obs_names,
     )
@@ -291,10 +310,14 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
     point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS)
     normalised = severity_model.is_normalised(adata)
+    log2_values = severity_model.is_log2(adata)
     total_name = "sum of normalised values" if normalised else "library size"
+    if log2_values:  # published log2 values are summed on the linear scale
+        total_name = "sum of 2^(log2 value)"
     axes[0].set_ylabel(f"{total_name} (millions)" if normalised else "library size (million counts)")
     box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS)
-    axes[1].set_ylabel("detected genes (count > 0)")
+    detected_rule = "above sample minimum" if log2_values else "count > 0"
+    axes[1].set_ylabel(f"detected genes ({detected_rule})")
     # Library size from zero so relative depth reads off the axis; detected genes on their own range
     # (they vary by a few percent and would flatten against zero).
     axes[0].set_ylim(bottom=0)
@@ -799,6 +822,8 @@ def de_annotation(row: pd.Series | None) -> str:
         return f"not tested:\n{reason}"
     line1 = f"log2FC {estimate_ci(row['log2FoldChange'], row['ci_low'], row['ci_high'])}"
     line2 = f"padj {format_p(float(row['padj']))}"
+    if _is_true(row.get("independently_filtered", False)):
+        line2 = "padj NA (independent filtering)"
     if "padj_panel" in row.index:
         line2 += f", panel q {format_p(float(row['padj_panel']))}"
     return f"{line1}\n{line2}"
@@ -810,13 +835,26 @@ def default_panel_genes(panel_de: pd.DataFrame) -> list[str]:
     return [*CORE_SIGNALLING, *[g for g in core if g not in CORE_SIGNALLING]]
 
 
+def _panel_value_name(adata: ad.AnnData, axis: bool = False) -> str:
+    """What the panel-gene boxes show: normalised counts, normalised values or published log2 values."""
+    if severity_model.is_log2(adata):
+        return log_scale_name(adata)
+    if severity_model.is_normalised(adata):
+        return "normalised value + 1 (log)" if axis else "normalised values"
+    return "normalised count + 1 (log)" if axis else "DESeq2-normalised counts"
+
+
 def panel_gene_boxes(
     adata: ad.AnnData, panel_de: pd.DataFrame, genes: Sequence[str], title: str, n_cols: int = 5
 ) -> plt.Figure:
-    """Small multiples: normalised counts + 1 (log axis) by severity per gene, DE estimate in the title."""
+    """Small multiples: normalised counts + 1 (log axis) by severity per gene, DE estimate in the title.
+
+    A cohort with published log2 values shows those values on a linear axis (its ``vst`` layer)."""
     cohort = _cohort_name(adata)
     present = set(adata.var_names)
-    norm = _layer(adata, "normalised", cohort, [g for g in dict.fromkeys(genes) if g in present])
+    log2_values = severity_model.is_log2(adata)
+    layer = "vst" if log2_values else "normalised"
+    norm = _layer(adata, layer, cohort, [g for g in dict.fromkeys(genes) if g in present])
     severity = _severity(adata.obs, cohort)
     keep = severity.isin(SEVERITY_ORDER).to_numpy()
     norm, severity = norm.loc[keep], severity[keep]
@@ -829,7 +867,10 @@ def panel_gene_boxes(
         row = by_gene.loc[gene] if gene in by_gene.index else None
         note = de_annotation(row)
         if gene in norm.columns:
-            box_strip(ax, norm[gene] + 1.0, severity, SEVERITY_ORDER, log_scale=True)
+            if log2_values:
+                box_strip(ax, norm[gene], severity, SEVERITY_ORDER)
+            else:
+                box_strip(ax, norm[gene] + 1.0, severity, SEVERITY_ORDER, log_scale=True)
             ax.tick_params(axis="both", labelsize=7)
         else:
             _message_panel(ax, "absent from the\ncount matrix")
@@ -839,7 +880,7 @@ def panel_gene_boxes(
     for ax in axes.flat[len(genes) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("normalised count + 1 (log)", fontsize=8)
+        ax.set_ylabel(_panel_value_name(adata, axis=True), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(h_pad=1.2)
     return fig
@@ -850,7 +891,7 @@ def panel_genes_figure(
 ) -> plt.Figure:
     """:func:`panel_gene_boxes` of ``genes`` (default :func:`default_panel_genes`) with the report's title."""
     genes = list(genes) if genes is not None else default_panel_genes(panel_de)
-    what = "IL-6 core genes: DESeq2-normalised counts; log2FC [95% CI] severe vs mild"
+    what = f"IL-6 core genes: {_panel_value_name(adata)}; log2FC [95% CI] severe vs mild"
     return panel_gene_boxes(
         adata, panel_de, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)
     )

@@ -372,7 +372,7 @@ def forest_grid(
                 ls="-",
                 color="0.4",
                 markerfacecolor="white",
-                label="cohort with log2(normalised + 1) effects: shown, not pooled",
+                label="cohort with log2-normalised effects (linear model): shown, not pooled",
             )
         )
     pooled_strata = [key for kind, key, _ in layout if kind == "pooled"]

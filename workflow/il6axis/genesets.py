@@ -5,18 +5,23 @@ and licences) rather than hard-coded, so the shipped files stay the single sourc
 notices travel with them. User sets come as GMT (``name<TAB>description<TAB>gene...``) or as a long TSV
 (``set``/``gene`` or ``set_name``/``symbol`` columns). Every set holds gene *symbols*, the var index of the
 cohort AnnData; :func:`genes_present` reports how much of a set a cohort covers.
+
+The orientation markers (role ``orientation`` of the marker file) must be independent of the genes under
+test: the whole panel file and every scored IL-6 pathway set (:data:`SETS_UNDER_TEST`). Loading the sets
+enforces this, for shipped and user-supplied files alike (:func:`il6axis.orientation.check_independent`).
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from il6axis.errors import InputError
+from il6axis.orientation import check_independent
 
 # The receptor-kinase-STAT3-feedback chain the project is about, in signalling order: always labelled and
 # shown in figures and headlines, whatever its p-value.
@@ -26,10 +31,12 @@ __all__ = [
     "BUILTIN_SETS",
     "BuiltinSpec",
     "GeneSet",
+    "SETS_UNDER_TEST",
     "genes_present",
     "load_builtin_sets",
     "load_gene_sets",
     "read_user_sets",
+    "tables_under_test",
 ]
 
 PROJECT_LICENCE = "project's own"
@@ -129,6 +136,11 @@ BUILTIN_SETS: dict[str, BuiltinSpec] = {
 }
 
 
+# The IL-6 sets whose scores and genes the report's conclusions rest on. The orientation markers share no
+# gene with them or with the panel file; the neutrophil score is a composition covariate, not under test.
+SETS_UNDER_TEST: tuple[str, ...] = tuple(name for name in BUILTIN_SETS if name != "neutrophil_score")
+
+
 def _dedupe(genes: Iterable[str]) -> tuple[str, ...]:
     """Keep first occurrences in order: a gene listed twice must not weigh twice in a score."""
     return tuple(dict.fromkeys(genes))
@@ -148,6 +160,44 @@ def _read_resource(path: Path, label: str) -> pd.DataFrame:
     return table
 
 
+def _resource_path(
+    folder: Path, file: str, overrides: dict[str, str | Path | None]
+) -> tuple[Path, str | None]:
+    """Where a resource file is read from, and the config key that replaced it (None: shipped file)."""
+    override = overrides.get(file)
+    if not override:
+        return folder / file, None
+    return Path(override), "genesets.panel" if file == PANEL_FILE else "genesets.markers"
+
+
+def _file_label(path: Path, key: str | None) -> str:
+    return f"{path} (config {key})" if key else str(path)
+
+
+def _under_test(
+    folder: Path,
+    overrides: dict[str, str | Path | None],
+    read: Callable[[Path, str], pd.DataFrame],
+) -> dict[str, pd.DataFrame]:
+    """File label -> table of every file that defines a set under test (the whole panel file included)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for name in SETS_UNDER_TEST:
+        path, key = _resource_path(folder, BUILTIN_SETS[name].file, overrides)
+        label = _file_label(path, key)
+        if label not in tables:
+            tables[label] = read(path, f"built-in gene set {name!r}" + (f" (config {key})" if key else ""))
+    return tables
+
+
+def tables_under_test(
+    resources_dir: str | Path, *, panel_path: str | Path | None = None
+) -> dict[str, pd.DataFrame]:
+    """The genes under test, per file: the panel (``panel_path`` or the shipped ``il6_core.tsv``) and the
+    files of the scored IL-6 pathway sets, as file label -> table with ``symbol`` (and ``ensembl_gene_id``
+    where the file has it). Pass it to :func:`il6axis.orientation.load_markers` to check independence."""
+    return _under_test(Path(resources_dir) / "genesets", {PANEL_FILE: panel_path}, _read_resource)
+
+
 def load_builtin_sets(
     resources_dir: Path,
     *,
@@ -159,22 +209,23 @@ def load_builtin_sets(
     ``resources_dir`` is the repository's ``resources/`` folder. ``panel_path`` / ``markers_path`` replace
     the shipped ``il6_core.tsv`` / ``severity_sanity_markers.tsv`` (config ``genesets.panel`` /
     ``genesets.markers``), so a user's edited panel also defines the tier-based sets. An empty selection
-    is an error, not a silent empty score.
+    is an error, not a silent empty score, and so is an orientation marker that is also a gene under test
+    (the error names the marker file, the overlapping file and the genes).
     """
     folder = Path(resources_dir) / "genesets"
     overrides = {PANEL_FILE: panel_path, MARKERS_FILE: markers_path}
     cache: dict[Path, pd.DataFrame] = {}
-    sets: dict[str, GeneSet] = {}
-    for name, spec in BUILTIN_SETS.items():
-        override = overrides.get(spec.file)
-        path = Path(override) if override else folder / spec.file
-        label = f"built-in gene set {name!r}"
-        if override:
-            key = "genesets.panel" if spec.file == PANEL_FILE else "genesets.markers"
-            label += f" (config {key})"
+
+    def read(path: Path, label: str) -> pd.DataFrame:
         if path not in cache:
             cache[path] = _read_resource(path, label)
-        table = cache[path]
+        return cache[path]
+
+    sets: dict[str, GeneSet] = {}
+    for name, spec in BUILTIN_SETS.items():
+        path, key = _resource_path(folder, spec.file, overrides)
+        label = f"built-in gene set {name!r}" + (f" (config {key})" if key else "")
+        table = read(path, label)
         if spec.column is not None:
             if spec.column not in table.columns:
                 raise InputError(
@@ -187,6 +238,12 @@ def load_builtin_sets(
             where = f"rows with {spec.column} == {spec.value!r}" if spec.column else "rows"
             raise InputError(f"{path}: no {where}, so {label} would be empty; fix the file")
         sets[name] = GeneSet(name, genes, spec.source, spec.licence, spec.description)
+    markers_file, markers_key = _resource_path(folder, MARKERS_FILE, overrides)
+    check_independent(
+        read(markers_file, "orientation markers"),
+        _file_label(markers_file, markers_key),
+        _under_test(folder, overrides, read),
+    )
     return sets
 
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from il6axis.counts_io import is_gzipped, open_text, peek_lines, require_file, sniff_separator, split_line
+from il6axis.counts_io import (
+    is_gzipped,
+    open_text,
+    peek_lines,
+    require_file,
+    show_list,
+    sniff_separator,
+    split_line,
+)
 from il6axis.errors import InputError
 
 __all__ = [
@@ -127,7 +135,7 @@ def _check_unique_gsm(gsm: list[str], label: str) -> None:
         raise InputError(f"{label}: '{_ACCESSION}' has empty cells; the file is damaged, re-download it")
     dups = sorted({g for g in gsm if gsm.count(g) > 1})
     if dups:
-        raise InputError(f"{label}: '{_ACCESSION}' lists {dups[:5]} more than once; re-download the file")
+        raise InputError(f"{label}: '{_ACCESSION}' lists {dups} more than once; re-download the file")
 
 
 def _fit_width(cells: list[str], n: int, key: str, label: str) -> list[str]:
@@ -207,7 +215,7 @@ def read_sample_sheet(path: str | Path, sample_column: str) -> pd.DataFrame:
     if sample_column not in sheet.columns:
         header = split_line(lines[0], sep)
         raise InputError(
-            f"{label}: sample column {sample_column!r} not found; available columns: {header[:40]}; "
+            f"{label}: sample column {sample_column!r} not found; available columns: {show_list(header)}; "
             f"fix `metadata.sample_column` in config"
         )
     ids = sheet.pop(sample_column).str.strip()
@@ -219,8 +227,8 @@ def read_sample_sheet(path: str | Path, sample_column: str) -> pd.DataFrame:
     dups = sorted(set(ids[ids.duplicated()]))
     if dups:
         raise InputError(
-            f"{label}: column {sample_column!r} has duplicated sample IDs {dups[:10]}; IDs must be unique "
-            f"(choose another `metadata.sample_column` or fix the sheet)"
+            f"{label}: column {sample_column!r} has duplicated sample IDs {dups}; IDs must be "
+            f"unique (choose another `metadata.sample_column` or fix the sheet)"
         )
     sheet.index = pd.Index(ids.to_numpy(), name=sample_column)
     return sheet

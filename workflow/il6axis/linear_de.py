@@ -1,10 +1,11 @@
 """Severe-vs-mild DE for cohorts that publish only normalised expression: log2 linear model, moderated t.
 
-Normalised values (TMM-normalised RSEM counts of GSE172114, DESeq2 normalised counts of GSE293708) are not
-counts, and rounding does not make them counts, so they never enter the negative-binomial model. This module
-is the brief's alternative route (statistics.md, section 2): ``log2(x + 1)``, one ordinary least-squares fit
-per gene with the NB route's design (covariates first, severity last, ``mild`` the reference level), and the
-empirical Bayes variance moderation of limma (Smyth 2004, Stat Appl Genet Mol Biol 3:3), including the
+Normalised values (DESeq2 normalised counts of GSE293708; GSE172114's log2 TMM values) are not counts, and
+rounding does not make them counts, so they never enter the negative-binomial model. This module is the
+brief's alternative route (statistics.md, section 2): ``log2(x + 1)`` of linear values, or values that are
+already log2 as they are (``counts.value_type: log2_normalised``: no second log), one ordinary least-squares
+fit per gene with the NB route's design (covariates first, severity last, ``mild`` the reference level), and
+the empirical Bayes variance moderation of limma (Smyth 2004, Stat Appl Genet Mol Biol 3:3), including the
 "limma-trend" variant in which the prior variance follows the mean log expression.
 
 The moderation, written from the published method:
@@ -56,14 +57,16 @@ from il6axis.de import (
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
 from il6axis.severity_model import SCALE_NORMALISED
+from il6axis.value_scale import CPM_TOTAL_RANGE, LOG2_MAX, LOG2_NORMALISED, NORMALISED, log2_values
 
 log = logging.getLogger("il6axis.linear_de")
 
-SCALE = SCALE_NORMALISED  # effects are differences of log2(value + 1)
+# Effects are differences of log2 normalised values: log2(value + 1), or the published log2 values.
+SCALE = SCALE_NORMALISED
 MODEL_LABEL = "(log2 linear model, moderated t)"
 # A genome-wide matrix of normalised counts always has values far above this; a matrix whose largest value is
 # below it has almost certainly been log-transformed already, and logging it again would be silently wrong.
-LOG_SCALE_MAX = 32.0
+LOG_SCALE_MAX = LOG2_MAX
 # Variances are floored at this fraction of the median before taking logs (an exactly constant gene has
 # s2 = 0 and log 0 = -inf); the floor is far below any real gene's variance.
 VARIANCE_FLOOR = 1e-5
@@ -345,35 +348,52 @@ def run_log_linear(
     prior: float = 1.0,
     trend: bool = True,
     min_value: float | None = None,
+    values_are_log2: bool | None = None,
 ) -> DeResult:
     """Severe vs mild on ``log2(normalised + prior)``: per-gene OLS, limma-trend moderated t, BH.
 
     ``adata``: samples x genes of *normalised* values on the linear, count-like scale (normalised counts,
     ``layer`` if not in ``X``); ``obs["severity"]`` as in the cohort contract; only severe and mild samples
-    are used. Design: the NB route's model frame (``contrast_design_frame``: numeric covariates
+    are used. With ``values_are_log2`` (default: ``adata.uns["value_type"] == "log2_normalised"``) the
+    values are already log2 (negatives allowed) and are modelled as they are, with no second log: the route
+    is then the linear route applied to ``2**x - prior``, up to baseMean (the mean of ``2**x``, ``prior``
+    higher). Design: the NB route's model frame (``contrast_design_frame``: numeric covariates
     standardised, severity mild/severe) and formula, with ``settings.extra_covariates`` appended.
 
     Expression filter: a gene is tested when its normalised value is >= ``min_value`` (default
     ``settings.min_count``) in at least as many samples as the smaller group, i.e. the NB route's rule
-    applied to the normalised values. Normalised counts (DESeq2 median-of-ratios, TMM-scaled counts) keep
-    the raw-count scale up to per-sample factors near 1, so the threshold keeps its meaning ("about 10 reads
-    in most samples of one group"), and both routes test comparable genes. It assumes a count-like scale:
+    applied to the normalised values; for log2 values the same rule on the log scale,
+    ``x >= log2(min_value + prior)``, so both inputs of one data set test the same genes. Normalised counts
+    (DESeq2 median-of-ratios, TMM-scaled counts) keep the raw-count scale up to per-sample factors near 1,
+    so the threshold keeps its meaning ("about 10 reads in most samples of one group"), and both routes
+    test comparable genes. It assumes a count-like scale:
     for CPM/TPM input the same number would be 10 CPM, a much stricter filter (a warning is logged when
     column totals look like CPM/TPM); pass a ``min_value`` suited to such a scale (filterByExpr's equivalent
     is min_count / median library size in millions, e.g. 0.5 CPM at 20 M reads).
 
     The table has the NB table's columns (gene, baseMean, log2FoldChange, lfcSE, ci_low, ci_high, stat,
     pvalue, padj, tested, not_tested_reason) plus ``df_total``, ``AveExpr`` and ``scale``
-    (= ``log2_normalised``): log2FoldChange is the severity coefficient on the log2(x + 1) scale, lfcSE the
-    moderated SE, stat the moderated t, the CI a t interval on ``df_total`` df; baseMean is the mean
-    normalised value and AveExpr the mean log2 value over the contrast samples (given for every gene).
+    (= ``log2_normalised``) and ``value_type`` (``normalised`` or ``log2_normalised``, for labels):
+    log2FoldChange is the severity coefficient on the log2 scale, lfcSE the moderated SE, stat the moderated
+    t, the CI a t interval on ``df_total`` df; baseMean is the mean normalised value on the linear scale
+    (``2**x`` for log2 values) and AveExpr the mean log2 value over the contrast samples (given for every
+    gene).
     """
+    if values_are_log2 is None:
+        values_are_log2 = str(adata.uns.get("value_type", "")) == LOG2_NORMALISED
     in_contrast = adata.obs["severity"].astype(str).isin([SEVERE, MILD]).to_numpy()
     sub = adata[in_contrast]
     matrix = sub.layers[layer] if layer is not None else sub.X
     values = pd.DataFrame(np.asarray(matrix, dtype=float), index=sub.obs_names, columns=sub.var_names)
-    logged = log2_expression(values, prior)  # validates before anything else
-    _check_linear_scale(values)
+    if values_are_log2:
+        # Already log2: model the values as they are. The filter and baseMean need the linear scale.
+        label = "log2 expression matrix (samples x genes)"
+        logged = pd.DataFrame(log2_values(values, label), index=values.index, columns=values.columns)
+        values = np.exp2(logged)
+        _warn_if_cpm_like(values)
+    else:
+        logged = log2_expression(values, prior)  # validates before anything else
+        _check_linear_scale(values)
 
     covariates = [*covariates, *settings.extra_covariates]
     meta = contrast_design_frame(sub.obs, covariates)
@@ -386,13 +406,17 @@ def run_log_linear(
     design = design_matrix(meta, formula)
 
     threshold = settings.min_count if min_value is None else min_value
-    keep = expression_filter(values, meta["severity"], threshold)
+    if values_are_log2:  # value >= t on the linear route <=> log2(value + prior) >= log2(t + prior)
+        keep = expression_filter(logged, meta["severity"], float(np.log2(threshold + prior)))
+    else:
+        keep = expression_filter(values, meta["severity"], threshold)
     n_tested = int(keep.sum())
     if n_tested < 2:
+        scale = f"log2 scale (>= log2({threshold:g} + {prior:g}))" if values_are_log2 else "normalised scale"
         raise InputError(
-            f"only {n_tested} gene(s) reach {threshold:g} on the normalised scale in "
-            f"{int(meta['severity'].value_counts().min())} samples; is the input normalised counts (not "
-            f"log or CPM)? Lower the expression threshold (min_count) if the scale is right"
+            f"only {n_tested} gene(s) reach {threshold:g} on the {scale} in "
+            f"{int(meta['severity'].value_counts().min())} samples; is `counts.value_type` right for these "
+            f"values? Lower the expression threshold (min_count) if the scale is right"
         )
     log.info(
         "design %s %s; %s; %d/%d genes pass the expression filter",
@@ -432,12 +456,15 @@ def run_log_linear(
     table["padj"] = benjamini_hochberg(table["pvalue"])
     table["tested"] = keep.to_numpy()
     table["not_tested_reason"] = np.where(table["tested"], "", "below expression filter")
+    table["cooks_outlier"] = table["independently_filtered"] = False  # NB-model flags; never set here
     table["AveExpr"] = logged.mean(axis=0).to_numpy()
     table["scale"] = SCALE
+    table["value_type"] = LOG2_NORMALISED if values_are_log2 else NORMALISED
     table.index.name = "gene"
     table = table.reset_index()
     order = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]
-    order += ["tested", "not_tested_reason", "df_total", "AveExpr", "scale"]
+    order += ["tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]
+    order += ["df_total", "AveExpr", "scale", "value_type"]
     return DeResult(
         table=table[order], design=f"{formula} {MODEL_LABEL}", n_per_group=n_per_group, n_tested=n_tested
     )
@@ -449,11 +476,17 @@ def _check_linear_scale(values: pd.DataFrame) -> None:
     if top < LOG_SCALE_MAX:
         raise InputError(
             f"the largest normalised value is {top:.3g}: the matrix looks log-transformed already, and the "
-            f"linear DE route would log it again; give it normalised values on the linear scale"
+            f"linear DE route would log it again; set `counts.value_type: log2_normalised` to model the "
+            f"values as they are, or give it normalised values on the linear scale"
         )
+    _warn_if_cpm_like(values)
+
+
+def _warn_if_cpm_like(values: pd.DataFrame) -> None:
+    """Warn when samples total about a million (CPM/TPM): min_count then means min_count CPM."""
     # TMM-scaled CPM totals scatter around 1e6 by the normalisation factors, so test the median loosely.
     median_total = float(values.sum(axis=1).median())
-    if 0.5e6 <= median_total <= 2e6:
+    if CPM_TOTAL_RANGE[0] <= median_total <= CPM_TOTAL_RANGE[1]:
         log.warning(
             "samples total %.3g on median: values look like CPM/TPM, not normalised counts; the expression "
             "filter (>= min_count) then means min_count CPM, stricter than on normalised counts",

@@ -690,10 +690,13 @@ def _not_pooled_rows(
 def off_scale_cohorts(effects: pd.DataFrame) -> list[str]:
     """Cohorts left out of the primary pooling because their effects are on another scale.
 
-    The primary scale is log2 fold changes of counts (NB model). A log2(normalised + 1) linear-model
-    effect estimates a similar but not identical quantity (statistics.md: pool only effects on one
-    scale), so such cohorts enter only the "all scales pooled" sensitivity run. When no cohort is on
-    the count scale there is nothing to protect, and all cohorts are pooled.
+    The primary scale is log2 fold changes of counts (NB model). A linear-model effect on log2 normalised
+    values (``scale = log2_normalised``: log2(normalised + 1), or values published as log2 and modelled
+    as they are) estimates a similar but not identical quantity (statistics.md: pool only effects on one
+    scale), so such cohorts enter only the "all scales pooled" sensitivity run. When no cohort is on the
+    count scale there is nothing to protect, and all cohorts are pooled: both kinds of log2-normalised
+    effects are differences of mean log2 normalised expression, differing only in the offset added
+    before the log (``il6axis.severity_model``).
     """
     scale = effects.get("scale", pd.Series(DEFAULT_SCALE, index=effects.index))
     return off_primary_scale(zip(effects["cohort"], scale, strict=True))

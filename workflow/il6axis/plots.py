@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
+from il6axis.contrast import Contrast, contrast_from_summary  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING  # noqa: E402
-from il6axis.groups import MILD, SEVERE  # noqa: E402
 from il6axis.style import DIRECTION_PALETTE, despine  # noqa: E402
 
 log = logging.getLogger("il6axis.plots")
@@ -48,10 +48,26 @@ LABEL_WORK = 4000
 # ----------------------------------------------------------------------------------------------------
 
 
-def contrast_title(cohort: str, n_per_group: Mapping[str, int], what: str) -> str:
-    """'{cohort}: severe (n=..) vs mild (n=..)' on the first line, what the figure shows on the second."""
-    head = f"{cohort}: severe (n={n_per_group.get(SEVERE, 0)}) vs mild (n={n_per_group.get(MILD, 0)})"
+def contrast_title(
+    cohort: str, n_per_group: Mapping[str, int], what: str, contrast: Contrast | None = None
+) -> str:
+    """'{cohort}: ICU (n=..) vs non-ICU (n=..)' (the declared contrast; severe vs mild by default) on the
+    first line, what the figure shows on the second. A contrast that is not a severity contrast says so."""
+    contrast = contrast or Contrast()
+    head = f"{cohort}: {contrast.with_n(n_per_group)}"
+    if not contrast.is_severity:
+        head += f" ({contrast.kind_label}, not a severity contrast)"
     return f"{head}\n{what}" if what else head
+
+
+def summary_contrast(summary: Mapping) -> Contrast:
+    """The declared contrast of a DE summary (severe vs mild for summaries written before it existed)."""
+    return contrast_from_summary(summary, source=f"summary.json of {summary.get('cohort', '?')}")
+
+
+def summary_title(summary: Mapping, what: str) -> str:
+    """:func:`contrast_title` from a DE summary: cohort, declared contrast with n, then ``what``."""
+    return contrast_title(summary["cohort"], summary["n_per_group"], what, summary_contrast(summary))
 
 
 def read_summary(path: str | Path) -> dict:
@@ -141,15 +157,32 @@ def _direction(table: pd.DataFrame, alpha: float) -> pd.Series:
     )
 
 
+def direction_names(contrast: Contrast | None = None) -> dict[str, str]:
+    """Display name of each direction key: 'up in severe' -> 'up in ICU' for the declared contrast."""
+    contrast = contrast or Contrast()
+    return {
+        "not significant": "not significant",
+        "down in severe": contrast.direction(up=False),
+        "up in severe": contrast.direction(up=True),
+    }
+
+
 def _direction_legend(
-    ax: plt.Axes, counts: pd.Series, alpha: float, n_clipped: int = 0, limit: float = 0.0, axis: str = "x"
+    ax: plt.Axes,
+    counts: pd.Series,
+    alpha: float,
+    n_clipped: int = 0,
+    limit: float = 0.0,
+    axis: str = "x",
+    contrast: Contrast | None = None,
 ) -> None:
     """Direction legend below the axes, so it can never hide points; notes genes drawn at the edge."""
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=DIRECTION_PALETTE[d], markersize=5)
         for d in DIRECTION_ORDER
     ]
-    labels = [f"{d} (n={counts.get(d, 0)})" for d in DIRECTION_ORDER]
+    names = direction_names(contrast)
+    labels = [f"{names[d]} (n={counts.get(d, 0)})" for d in DIRECTION_ORDER]
     handles.append(
         plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="black", markersize=6)
     )
@@ -226,16 +259,28 @@ def _adjust(texts: list, ax: plt.Axes) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-def effect_and_test_names(table: pd.DataFrame) -> tuple[str, str]:
+def effect_and_test_names(table: pd.DataFrame, contrast: Contrast | None = None) -> tuple[str, str]:
     """(effect axis label, test name) for a DE table: NB Wald, or the moderated log2 linear model of a
-    cohort with normalised values only (its table carries ``scale = log2_normalised``)."""
+    cohort with normalised values only (its table carries ``scale = log2_normalised``, and ``value_type =
+    log2_normalised`` when the published values were log2 already and were modelled as they are). The
+    label names the declared contrast (case vs reference; severe vs mild by default)."""
+    groups = (contrast or Contrast()).label
     if "scale" in table.columns and (table["scale"].astype(str) == "log2_normalised").any():
-        return "difference in log2(normalised + 1), severe vs mild", "moderated t"
-    return "log2 fold change, severe vs mild (MLE)", "Wald test"
+        if "value_type" in table.columns and (table["value_type"].astype(str) == "log2_normalised").any():
+            return f"difference in published log2 normalised, {groups}", "moderated t"
+        return f"difference in log2(normalised + 1), {groups}", "moderated t"
+    return f"log2 fold change, {groups} (MLE)", "Wald test"
 
 
-def volcano(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str) -> plt.Figure:
-    """log2 fold change vs -log10 p for tested genes; circles and labels for ``label_genes``."""
+def volcano(
+    table: pd.DataFrame,
+    label_genes: Sequence[str],
+    alpha: float,
+    title: str,
+    contrast: Contrast | None = None,
+) -> plt.Figure:
+    """log2 fold change vs -log10 p for tested genes; circles and labels for ``label_genes``; axis and
+    legend name the declared ``contrast`` (severe vs mild when None)."""
     data = table.dropna(subset=["log2FoldChange", "pvalue"]).copy()
     floor = np.nextafter(0, 1)
     data["neg_log10_p"] = -np.log10(data["pvalue"].clip(lower=floor))
@@ -251,11 +296,11 @@ def volcano(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
     ax.axvline(0, color="grey", lw=0.6, ls=":")
     ax.set_xlim(-limit * 1.02, limit * 1.02)
     ax.set_ylim(bottom=-0.03 * max(1.0, float(data["neg_log10_p"].max())))
-    effect_name, test_name = effect_and_test_names(table)
+    effect_name, test_name = effect_and_test_names(table, contrast)
     ax.set_xlabel(effect_name)
     ax.set_ylabel(f"-log10 p-value ({test_name})")
     ax.set_title(title, fontsize=10)
-    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "x")
+    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "x", contrast)
     despine(ax)
     fig.tight_layout()
     _adjust(texts, ax)
@@ -278,8 +323,8 @@ def volcano_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, a
     """:func:`volcano` of a loaded DE table with the report's title (cohort, n per group, design)."""
     design = summary.get("design", "?")
     what = f"{_n_tested(table)} tested genes, design {design}; circled: IL-6 core + significant panel"
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    return volcano(table, panel_label_genes(panel, alpha), alpha, title)
+    title = summary_title(summary, what)
+    return volcano(table, panel_label_genes(panel, alpha), alpha, title, summary_contrast(summary))
 
 
 def _n_tested(table: pd.DataFrame) -> int:
@@ -291,7 +336,13 @@ def _n_tested(table: pd.DataFrame) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 
-def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str) -> plt.Figure:
+def ma_plot(
+    table: pd.DataFrame,
+    label_genes: Sequence[str],
+    alpha: float,
+    title: str,
+    contrast: Contrast | None = None,
+) -> plt.Figure:
     """log10 mean normalised count vs log2 fold change; shrunken fold changes when the table has them.
 
     Shrinkage (pydeseq2 ``lfc_shrink``) pulls noisy low-count fold changes towards zero, which is what an
@@ -314,10 +365,10 @@ def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
     ax.axhline(0, color="grey", lw=0.6, ls=":")
     ax.set_ylim(-limit * 1.02, limit * 1.02)
     ax.set_xlabel("mean of normalised counts (log10)")
-    effect_name, _ = effect_and_test_names(table)
+    effect_name, _ = effect_and_test_names(table, contrast)
     ax.set_ylabel(effect_name.replace("(MLE)", "(shrunken)") if shrunk else effect_name)
     ax.set_title(title, fontsize=10)
-    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "y")
+    _direction_legend(ax, counts, alpha, int(clipped.sum()), limit, "y", contrast)
     despine(ax)
     fig.tight_layout()
     _adjust(texts, ax)
@@ -327,8 +378,8 @@ def ma_plot(table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title
 def ma_figure(table: pd.DataFrame, panel: pd.DataFrame, summary: Mapping, alpha: float) -> plt.Figure:
     """:func:`ma_plot` of a loaded DE table with the report's title."""
     what = f"MA plot of {_n_tested(table)} tested genes; circled: IL-6 core + significant panel"
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    return ma_plot(table, panel_label_genes(panel, alpha), alpha, title)
+    title = summary_title(summary, what)
+    return ma_plot(table, panel_label_genes(panel, alpha), alpha, title, summary_contrast(summary))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -395,7 +446,7 @@ def pvalue_histogram_figure(table: pd.DataFrame, summary: Mapping) -> plt.Figure
     if "tested" in table.columns:
         tested &= table["tested"].astype(str).str.lower().isin(["true", "1"])
     what = f"p-value distribution of {int(tested.sum())} tested genes"
-    return pvalue_histogram(table, contrast_title(summary["cohort"], summary["n_per_group"], what))
+    return pvalue_histogram(table, summary_title(summary, what))
 
 
 def grid_shape(n_panels: int, max_cols: int = 4) -> tuple[int, int]:

@@ -80,6 +80,9 @@ _TISSUE_STRATUM = {
 TISSUE_LABEL = {"whole_blood": "whole blood", "leukocytes": "leukocytes", "pbmc": "PBMC", "other": "other"}
 HIGH_I2 = 0.5  # I2 above this is called substantial heterogeneity in the caveats
 MAX_LISTED = 10  # other significant genes / sets listed by name
+MAX_SET_ASIDE = 30  # sample names listed per cohort and kind; the rest are counted, and are in the TSVs
+COLUMN_WITHOUT_METADATA = "count column without metadata"  # `side` values of {cohort}.unmatched.tsv
+ROW_WITHOUT_COLUMN = "metadata row without count column"
 SCORE_METHOD = "mean_z"
 META_NEEDED = (
     "stratum",
@@ -204,10 +207,11 @@ def _cohort_section(summaries: Mapping[str, Mapping[str, Any]], alpha: float) ->
         names = ", ".join(f"``{c}``" for c in off_scale)
         lines += [
             f"{names}: only normalised values are published, and rounding does not make them counts, so "
-            "severity was tested with a linear model on log2(value + 1) with moderated variances "
-            "(limma-trend's method), not the NB model. Its effects are on a different scale: the forest "
-            "plots show it (hollow marker) but the pooled estimates leave it out; the pooled analysis "
-            'with it is in ``results/meta/*_sensitivity.tsv`` (analysis "all scales pooled").',
+            "severity was tested with a linear model on log2 values with moderated variances "
+            "(limma-trend's method), not the NB model: log2(value + 1) of linear values, or values "
+            "published as log2 taken as they are (no second log). Its effects are on a different scale: "
+            "the forest plots show it (hollow marker) but the pooled estimates leave it out; the pooled "
+            'analysis with it is in ``results/meta/*_sensitivity.tsv`` (analysis "all scales pooled").',
             "",
         ]
     return lines
@@ -395,6 +399,62 @@ def _composition_section(
     return [*lines, ""]
 
 
+def _names(items: Sequence[object], limit: int = MAX_SET_ASIDE) -> str:
+    """``a``, ``b`` ... and N more: sample names as literals, never cut silently."""
+    items = [str(x) for x in items]
+    text = ", ".join(f"``{x}``" for x in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _set_aside_section(
+    unmatched: Mapping[str, pd.DataFrame] | None, subjects: Mapping[str, pd.DataFrame] | None
+) -> list[str]:
+    """Samples left out by sample matching and subjects decided by tie-break or conflict, per cohort."""
+    if unmatched is None and subjects is None:
+        return []
+    lines = _heading("Samples set aside")
+    lines += [
+        "Count columns without a metadata row and metadata rows without a count column are left out of "
+        "every analysis (``results/cohorts/<cohort>.unmatched.tsv``). Subjects with several eligible "
+        "samples whose kept sample was decided by the tie-break, or whose severity labels disagree, are "
+        "in ``results/cohorts/<cohort>.subjects.tsv``; ``exclusion_reason`` in the sample table says why "
+        "each sample left.",
+        "",
+    ]
+    cohorts = list(dict.fromkeys([*(unmatched or {}), *(subjects or {})]))
+    quiet = []
+    for cohort in cohorts:
+        bullets = []
+        table = (unmatched or {}).get(cohort)
+        if table is not None and len(table):
+            for side, what in (
+                (COLUMN_WITHOUT_METADATA, "count column(s) without a metadata row"),
+                (ROW_WITHOUT_COLUMN, "metadata row(s) without a count column"),
+            ):
+                names = table.loc[table["side"] == side, "sample"].tolist()
+                if names:
+                    bullets.append(f"- ``{cohort}``: {len(names)} {what}: {_names(names)}")
+        decided = (subjects or {}).get(cohort)
+        if decided is not None and len(decided):
+            conflict = decided["conflict"].astype(str).str.lower().isin(["true", "1"])
+            for r in decided[conflict].itertuples():
+                bullets.append(f"- ``{cohort}``: subject ``{r.subject}``: {rst_escape(r.decision)}")
+            ties = decided[~conflict]
+            if len(ties):
+                kept = [f"{s} (kept {k})" for s, k in zip(ties["subject"], ties["kept_sample"], strict=True)]
+                bullets.append(
+                    f"- ``{cohort}``: {len(ties)} subject(s) with a tie at the best order value, broken by "
+                    f"``one_per_patient.tie_break``: {rst_escape(', '.join(kept))}"
+                )
+        if bullets:
+            lines += bullets
+        else:
+            quiet.append(cohort)
+    if quiet:
+        lines.append(f"- Nothing set aside in {', '.join(f'``{c}``' for c in quiet)}.")
+    return [*lines, ""]
+
+
 def _il6_caveat(
     meta_genes: pd.DataFrame, members: Mapping[str, list[str]], panels: Mapping[str, pd.DataFrame] | None
 ) -> str:
@@ -499,6 +559,8 @@ def headlines_rst(
     forest_genes: pd.DataFrame | None = None,
     forest_scores: pd.DataFrame | None = None,
     core: Sequence[str] = CORE_GENES,
+    unmatched: Mapping[str, pd.DataFrame] | None = None,
+    subjects: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """reStructuredText of the headline findings, computed from the result tables.
 
@@ -506,7 +568,8 @@ def headlines_rst(
     orientation.json and composition_sensitivity.json; cohort order follows ``summaries``. Optional
     ``forest_genes`` / ``forest_scores`` (forest tables) give a single-cohort stratum its cohort's own
     estimate, ``panels`` (cohort -> il6_panel.tsv) add IL6 detection, and ``composition_tables``
-    (cohort -> composition_sensitivity.tsv) name composition-driven core genes.
+    (cohort -> composition_sensitivity.tsv) name composition-driven core genes. ``unmatched`` and
+    ``subjects`` (cohort -> {cohort}.unmatched.tsv / .subjects.tsv) add the "Samples set aside" section.
     Sections use ``-`` underlines, so the text nests under an ``=`` section of the front page.
     """
     _check_meta(meta_genes, "panel-gene meta-analysis table")
@@ -516,6 +579,7 @@ def headlines_rst(
     members = _stratum_cohorts(summaries)
     lines: list[str] = []
     lines += _cohort_section(summaries, alpha)
+    lines += _set_aside_section(unmatched, subjects)
     lines += _gene_section(meta_genes, members, alpha, forest_genes, core)
     lines += _score_section(meta_scores, members, forest_scores)
     lines += _orientation_section(orientation)
@@ -612,12 +676,26 @@ def write_report_summary(
     composition_table_paths: Sequence[str | Path] = (),
     forest_genes_path: str | Path | None = None,
     forest_scores_path: str | Path | None = None,
+    unmatched_paths: Sequence[str | Path] = (),
+    subjects_paths: Sequence[str | Path] = (),
 ) -> str:
     """Read the result files, write headlines.rst, provenance.rst, software_versions.tsv, config_used.yaml.
 
-    The optional inputs (panel tables, composition tables, forest tables) only add detail to the text.
+    The optional inputs (panel tables, composition tables, forest tables, the samples set aside and the
+    subjects decided per cohort) only add detail to the text.
     """
     tsv = {"sep": "\t"}
+    text_tsv = {"sep": "\t", "dtype": str, "keep_default_na": False}
+    unmatched = (
+        {c: pd.read_csv(p, **text_tsv) for c, p in zip(cohorts, unmatched_paths, strict=True)}
+        if unmatched_paths
+        else None
+    )
+    subjects = (
+        {c: pd.read_csv(p, **text_tsv) for c, p in zip(cohorts, subjects_paths, strict=True)}
+        if subjects_paths
+        else None
+    )
     panels = (
         {c: pd.read_csv(p, **tsv) for c, p in zip(cohorts, panel_paths, strict=True)} if panel_paths else None
     )
@@ -637,6 +715,8 @@ def write_report_summary(
         composition_tables=comp_tables,
         forest_genes=pd.read_csv(forest_genes_path, **tsv) if forest_genes_path else None,
         forest_scores=pd.read_csv(forest_scores_path, **tsv) if forest_scores_path else None,
+        unmatched=unmatched,
+        subjects=subjects,
     )
     versions = software_versions()
     config_text = config_yaml(config)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
+from il6axis import prerank
 from il6axis.de import benjamini_hochberg
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
@@ -121,43 +121,74 @@ def score_genes_scores(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-sample ``scanpy.tl.score_genes`` scores (samples x sets) and the coverage table.
 
-    Samples are the observations of an AnnData whose ``X`` is the VST matrix. ``ctrl_as_ref=False`` is set
-    explicitly (scanpy 1.11 defaults to True, 2.0 to False): set genes are removed from each expression bin
-    before the ``ctrl_size`` control genes are drawn, so the reference never contains set genes and always
-    has ``ctrl_size`` genes per bin. scanpy reseeds NumPy's global RNG with ``random_state`` on every call,
-    so scores are deterministic for a given matrix and seed.
-    """
-    import scanpy as sc
+    scanpy 1.11's method (Seurat's): the mean of the set's genes minus the mean of control genes drawn,
+    ``ctrl_size`` per expression bin of the set's genes, from the genes of the same bin (genes ranked by
+    their mean over the samples and cut into bins of ``round(n_genes / (n_bins - 1))``). With
+    ``ctrl_as_ref=False`` (scanpy 1.11 defaults to True, 2.0 to False) set genes are removed from each bin
+    before the controls are drawn, so the reference never contains set genes. scanpy reseeds NumPy's global
+    RNG with ``random_state`` on every call; here each set draws from its own ``RandomState(random_state)``,
+    the same draws, so scores are deterministic for a given matrix and seed.
 
+    The steps are scanpy 1.11.5's, with the same pandas/NumPy calls in the same order (bit-identical scores;
+    tests/test_scores.py compares with scanpy), but scanpy is not imported: its import alone (numba, llvmlite)
+    costs ~60 MB in the expression_scores step, a fifth of that step's peak memory.
+    """
     if vst.shape[1] < 2 * n_bins:
         raise InputError(
             f"score_genes needs many more genes than n_bins={n_bins} to build expression-matched controls; "
             f"the matrix has {vst.shape[1]} genes. Pass the genome-wide VST matrix."
         )
     sd = vst.std(axis=0, ddof=1)
-    adata = ad.AnnData(
-        X=vst.to_numpy(dtype=np.float64),
-        obs=pd.DataFrame(index=vst.index.astype(str)),
-        var=pd.DataFrame(index=vst.columns.astype(str)),
-    )
+    x = vst.to_numpy(dtype=np.float64)
+    var_names = pd.Index(vst.columns.astype(str))
+    bins = _expression_bins(x, var_names, n_bins)
     usable, coverage = _usable_genes(vst, gene_sets, sd, min_genes)
     scores = pd.DataFrame(index=vst.index)
     for name, present in usable.items():
         if not present:
             scores[name] = np.nan
             continue
-        sc.tl.score_genes(
-            adata,
-            present,
-            ctrl_as_ref=False,
-            ctrl_size=ctrl_size,
-            n_bins=n_bins,
-            random_state=random_state,
-            use_raw=False,
-            score_name="_score",
-        )
-        scores[name] = adata.obs["_score"].to_numpy()
+        scores[name] = _score_genes(x, var_names, bins, present, ctrl_size, random_state, name)
     return scores, coverage
+
+
+def _expression_bins(x: np.ndarray, var_names: pd.Index, n_bins: int) -> pd.Series:
+    """Expression bin of every gene with a finite mean (score_genes' ``obs_cut``)."""
+    means = pd.Series(np.nanmean(x, axis=0), index=var_names.astype("string"))
+    means = means[np.isfinite(means)]
+    per_bin = int(np.round(len(means) / (n_bins - 1)))
+    return means.rank(method="min") // per_bin
+
+
+def _score_genes(
+    x: np.ndarray,
+    var_names: pd.Index,
+    bins: pd.Series,
+    genes: list[str],
+    ctrl_size: int,
+    random_state: int,
+    name: str,
+) -> np.ndarray:
+    """One set's score_genes score per sample: set mean minus the mean of its expression-matched controls."""
+    rng = np.random.RandomState(random_state)
+    set_genes = pd.Index(genes).intersection(var_names)
+    in_set = bins.index.isin(set_genes)
+    controls = pd.Index([], dtype="string")
+    for level in np.unique(bins.loc[set_genes]):
+        pool = bins[(bins == level) & ~in_set].index
+        if len(pool) == 0:
+            log.warning("score_genes %s: no control genes in expression bin %s", name, level)
+        if ctrl_size < len(pool):
+            pool = pool.to_series().sample(ctrl_size, random_state=rng).index
+        controls = controls.union(pool)
+    if len(controls) == 0:
+        raise InputError(
+            f"score_genes {name}: no control genes in any expression bin of the set's genes; the VST matrix "
+            f"has too few genes outside the set ({len(var_names)} in all)."
+        )
+    set_mean = np.nanmean(x[:, var_names.get_indexer(set_genes)], axis=1, dtype="float64")
+    control_mean = np.nanmean(x[:, var_names.get_indexer(controls)], axis=1, dtype="float64")
+    return np.asarray(set_mean - control_mean).ravel()
 
 
 def _term(name: str) -> str:
@@ -331,9 +362,12 @@ def competitive_test(
     Deterministic for a fixed ``seed``: the ranking is fully ordered before gseapy sees it and gseapy is
     told not to re-sort it (its "duplicated values ... order will be arbitrary" warning does not apply).
     ``pval``/``fdr`` of 0 mean below ``1 / permutations``; ``leading_edge`` is ";"-joined in ranking order.
-    """
-    import gseapy
 
+    The permutations are drawn by :func:`il6axis.prerank.prerank`, which gives gseapy 1.3.1's results bit
+    for bit while holding a block of permutations at a time (gseapy holds all of them: ~0.8 GB for 1,000
+    permutations of 17,600 genes); gseapy itself runs (with ``threads``) only in the cases that port leaves
+    to it.
+    """
     ranking = _ranking(de_table)
     position = {g: i for i, g in enumerate(ranking.index)}
     rows: dict[str, dict] = {}
@@ -357,33 +391,61 @@ def competitive_test(
             run_sets[name] = hits
         rows[name] = row
     if run_sets:
-        result = gseapy.prerank(
-            rnk=ranking.rename("stat").rename_axis("gene").reset_index(),
-            gene_sets=run_sets,
-            outdir=None,
-            min_size=min_size,
-            max_size=max_size,
-            permutation_num=permutations,
-            ascending=None,  # keep our tie-broken order
-            threads=threads,
-            seed=seed,
-            no_plot=True,
-            verbose=False,
-        )
-        res = result.res2d.set_index("Term")
+        found = prerank.prerank(ranking, run_sets, permutations, seed)
+        if found is None:
+            found = _gseapy_prerank(ranking, run_sets, permutations, seed, min_size, max_size, threads)
         for name in run_sets:
-            if name not in res.index:
+            if name not in found:
                 rows[name]["note"] = "dropped by gseapy"
                 continue
-            r = res.loc[name]
-            lead = [g for g in str(r["Lead_genes"]).split(";") if g]
+            r = found[name]
+            lead = [g for g in r.lead_genes.split(";") if g]
             rows[name].update(
                 {
-                    "es": float(r["ES"]),
-                    "nes": float(r["NES"]),
-                    "pval": float(r["NOM p-val"]),
-                    "fdr": float(r["FDR q-val"]),
+                    "es": r.es,
+                    "nes": r.nes,
+                    "pval": r.pval,
+                    "fdr": r.fdr,
                     "leading_edge": ";".join(sorted(lead, key=lambda g: position.get(g, len(position)))),
                 }
             )
     return pd.DataFrame([rows[n] for n in gene_sets], columns=GSEA_COLUMNS)
+
+
+def _gseapy_prerank(
+    ranking: pd.Series,
+    run_sets: Mapping[str, list[str]],
+    permutations: int,
+    seed: int,
+    min_size: int,
+    max_size: int,
+    threads: int,
+) -> dict[str, prerank.SetResult]:
+    """gseapy ``prerank`` itself, for what :func:`il6axis.prerank.prerank` leaves to it."""
+    import gseapy
+
+    log.info("competitive_test: gseapy prerank (a case il6axis.prerank leaves to gseapy)")
+    result = gseapy.prerank(
+        rnk=ranking.rename("stat").rename_axis("gene").reset_index(),
+        gene_sets=dict(run_sets),
+        outdir=None,
+        min_size=min_size,
+        max_size=max_size,
+        permutation_num=permutations,
+        ascending=None,  # keep our tie-broken order
+        threads=threads,
+        seed=seed,
+        no_plot=True,
+        verbose=False,
+    )
+    res = result.res2d.set_index("Term")
+    return {
+        name: prerank.SetResult(
+            es=float(r["ES"]),
+            nes=float(r["NES"]),
+            pval=float(r["NOM p-val"]),
+            fdr=float(r["FDR q-val"]),
+            lead_genes=str(r["Lead_genes"]),
+        )
+        for name, r in ((name, res.loc[name]) for name in run_sets if name in res.index)
+    }

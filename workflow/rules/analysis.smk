@@ -22,9 +22,13 @@ rule expression_scores:
         "results/benchmarks/expression_scores/{cohort}.tsv"
     conda:
         "../../envs/deseq2.yaml"
-    threads: config["scores"]["threads"]
+    # One core unless the VST fits every gene (vst_nsub: null): the nsub trend fit runs in-process
+    # (il6axis.expression.VST_WORKER_MIN_GENES) and the GSEA permutations are drawn one after another.
+    threads: 1 if config["scores"]["vst_nsub"] else config["scores"]["threads"]
     resources:
-        mem_mb=lambda wc, input, attempt: (2000 + 100 * int(input.size_mb)) * attempt,
+        # Peak ~0.3 GB on GSE152418 (34 samples x 39,353 genes), at most the deseq2 step's; imports are
+        # ~0.22 GB of it and each dense contrast matrix copy is a few MB (bench/bench_expression_memory.py).
+        mem_mb=lambda wc, input, attempt: (1000 + 100 * int(input.size_mb)) * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     params:
         # Built-in sets are read from the shipped resources folder (where the hallmark file sits).
@@ -41,6 +45,10 @@ rule orientation_check:
         de="results/de/{cohort}/severe_vs_mild.tsv",
         summary="results/de/{cohort}/summary.json",
         markers=MARKERS_TSV,
+        # The markers must share no gene with the genes under test (panel and IL-6 pathway sets).
+        panel=PANEL_TSV,
+        hallmark=RESOURCES / "genesets" / "hallmark_il6_jak_stat3.msigdb_v7.5.1.tsv",
+        genesets=GENESET_FILES,
     output:
         table="results/qc/{cohort}/orientation.tsv",
         verdict="results/qc/{cohort}/orientation.json",
@@ -52,6 +60,8 @@ rule orientation_check:
     params:
         alpha=config["de"]["alpha"],
         fail_on_reversed=config["qc"]["fail_on_reversed"],
+        # The shipped pathway-set files are read from the resources folder (where the hallmark file sits).
+        resources_dir=lambda wc, input: str(Path(input.hallmark).parents[1]),
     script:
         "../scripts/orientation_check.py"
 
@@ -78,5 +88,6 @@ rule composition_sensitivity:
         alpha=config["de"]["alpha"],
         min_count=config["de"]["min_count"],
         cooks_refit=config["de"]["cooks_refit"],
+        engine=config["de"]["engine"],
     script:
         "../scripts/composition_sensitivity.py"

@@ -3,10 +3,13 @@ rule build_cohort:
         counts=counts_input,
         metadata=metadata_input,
         gene_info=gene_info_input,
+        count_choice=count_choice_input,
     output:
         h5ad="results/cohorts/{cohort}.h5ad",
         samples="results/cohorts/{cohort}.samples.tsv",
         gene_mapping="results/cohorts/{cohort}.gene_mapping.tsv",
+        unmatched="results/cohorts/{cohort}.unmatched.tsv",
+        subjects="results/cohorts/{cohort}.subjects.tsv",
     log:
         "results/logs/build_cohort/{cohort}.log",
     benchmark:

@@ -96,8 +96,31 @@ def supplementary_path(accession, file):
     return f"{DOWNLOADS}/{accession}/suppl/{file}"
 
 
+def count_sources(name):
+    """The cohort's count sources in order of preference (one for the single-source form)."""
+    counts = config["cohorts"][name]["counts"]
+    return counts.get("sources", [counts])
+
+
+def has_count_fallback(name):
+    """True when the cohort lists `counts.sources` (fetched by rule fetch_count_sources)."""
+    return "sources" in config["cohorts"][name]["counts"]
+
+
+def chosen_counts_path(name):
+    """Where rule fetch_count_sources puts the first count source that exists."""
+    return f"{DOWNLOADS}/count_sources/{name}.counts"
+
+
+def count_choice_path(name):
+    """Which source rule fetch_count_sources took, and why earlier ones were skipped."""
+    return f"{DOWNLOADS}/count_sources/{name}.choice.json"
+
+
 def counts_path(name):
     counts = config["cohorts"][name]["counts"]
+    if has_count_fallback(name):
+        return chosen_counts_path(name)
     if counts["source"] == "local":
         return counts["path"]
     if counts["source"] == "geo_ncbi":
@@ -115,8 +138,10 @@ def metadata_path(name):
 
 
 def needs_gene_info(name):
-    counts = config["cohorts"][name]["counts"]
-    return counts["gene_id"] != "symbol" or counts["map_symbols"]
+    """Any count source of the cohort maps gene IDs (which one is taken is known only later)."""
+    return any(
+        c["gene_id"] != "symbol" or c["map_symbols"] for c in count_sources(name)
+    )
 
 
 def gene_info_path():
@@ -138,6 +163,11 @@ def metadata_input(wildcards):
     return metadata_path(wildcards.cohort)
 
 
+def count_choice_input(wildcards):
+    name = wildcards.cohort
+    return [count_choice_path(name)] if has_count_fallback(name) else []
+
+
 def gene_info_input(wildcards):
     return [gene_info_path()] if needs_gene_info(wildcards.cohort) else []
 
@@ -154,17 +184,34 @@ def downloaded_files():
     return sorted(files)
 
 
+def config_blocks_of(path):
+    """(config key, block) of each enabled cohort's counts / metadata block that reads this file."""
+    blocks = []
+    for name in enabled_cohorts():
+        for key, block_path in (
+            ("counts", counts_path(name)),
+            ("metadata", metadata_path(name)),
+        ):
+            if block_path == path:
+                blocks.append((f"cohorts.{name}.{key}", config["cohorts"][name][key]))
+    return blocks
+
+
 def expected_sha256(path):
-    """Checksum pinned in config for a downloaded file, or None."""
+    """Checksum pinned in config for a downloaded file, or None (count sources carry their own)."""
     if path == GENE_INFO_DOWNLOAD:
         return config["gene_info"]["sha256"]
-    for name in enabled_cohorts():
-        spec = config["cohorts"][name]
-        if counts_path(name) == path:
-            return spec["counts"]["sha256"]
-        if metadata_path(name) == path:
-            return spec["metadata"]["sha256"]
-    return None
+    blocks = config_blocks_of(path)
+    return blocks[0][1].get("sha256") if blocks else None
+
+
+def config_key_of(path):
+    """Config key(s) to change when a downloaded file is missing (named in the error)."""
+    keys = [
+        f"{key}.{'file' if 'file' in block else 'source'}"
+        for key, block in config_blocks_of(path)
+    ]
+    return " / ".join(keys) or None
 
 
 def all_targets():

@@ -24,5 +24,6 @@ rule deseq2:
         min_count=config["de"]["min_count"],
         lfc_shrink=config["de"]["lfc_shrink"],
         cooks_refit=config["de"]["cooks_refit"],
+        engine=config["de"]["engine"],
     script:
         "../scripts/run_deseq2.py"

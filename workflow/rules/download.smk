@@ -15,6 +15,7 @@ rule download_series_matrix:
         kind="series_matrix",
         settings=config["download"],
         sha256=lambda wc, output: expected_sha256(output.file),
+        config_key=lambda wc, output: config_key_of(output.file),
     script:
         "../scripts/download.py"
 
@@ -49,6 +50,7 @@ rule download_supplementary:
         kind="supplementary",
         settings=config["download"],
         sha256=lambda wc, output: expected_sha256(output.file),
+        config_key=lambda wc, output: config_key_of(output.file),
     script:
         "../scripts/download.py"
 
@@ -68,6 +70,26 @@ rule download_gene_info:
         sha256=config["gene_info"]["sha256"],
     script:
         "../scripts/download.py"
+
+
+# A cohort with `counts.sources`: the first source whose file exists (a 404/410 or a file absent from
+# download.local_dir moves on; any other failure stops), plus a record of the choice for build_cohort.
+rule fetch_count_sources:
+    output:
+        file=chosen_counts_path("{cohort}"),
+        record=record_path(chosen_counts_path("{cohort}")),
+        choice=count_choice_path("{cohort}"),
+    log:
+        "results/logs/download/{cohort}_count_sources.log",
+    localrule: True
+    conda:
+        "../../envs/cohorts.yaml"
+    params:
+        sources=lambda wc: count_sources(wc.cohort),
+        accession=lambda wc: config["cohorts"][wc.cohort].get("accession", wc.cohort),
+        settings=config["download"],
+    script:
+        "../scripts/fetch_count_sources.py"
 
 
 rule download_manifest:

@@ -190,6 +190,12 @@ rule report_summary:
             cohort=enabled_cohorts(),
         ),
         panels=expand("results/de/{cohort}/il6_panel.tsv", cohort=enabled_cohorts()),
+        unmatched=expand(
+            "results/cohorts/{cohort}.unmatched.tsv", cohort=enabled_cohorts()
+        ),
+        subjects=expand(
+            "results/cohorts/{cohort}.subjects.tsv", cohort=enabled_cohorts()
+        ),
         forest_genes="results/meta/forest_panel_genes.tsv",
         forest_scores="results/meta/forest_pathway_scores.tsv",
         manifest=lambda wc: [f"{DOWNLOADS}/manifest.tsv"] if downloaded_files() else [],

@@ -74,5 +74,6 @@ rule singlecell_analysis:
         alpha=config["de"]["alpha"],
         min_count=config["de"]["min_count"],
         cooks_refit=config["de"]["cooks_refit"],
+        engine=config["de"]["engine"],
     script:
         "../scripts/singlecell_analysis.py"

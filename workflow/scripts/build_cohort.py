@@ -5,17 +5,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from il6axis.acquire import with_chosen_counts  # noqa: E402
 from il6axis.build import build_cohort, write_cohort  # noqa: E402
 from il6axis.runlog import logged  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with logged(smk.log[0]):
+    spec = smk.params.spec
+    if smk.input.count_choice:  # counts.sources: build with the settings of the source taken
+        spec = with_chosen_counts(spec, smk.input.count_choice[0])
     built = build_cohort(
         name=smk.wildcards.cohort,
-        spec=smk.params.spec,
+        spec=spec,
         counts_path=smk.input.counts,
         metadata_path=smk.input.metadata,
         gene_info_path=smk.input.gene_info[0] if smk.input.gene_info else None,
     )
-    write_cohort(built, smk.output.h5ad, smk.output.samples, smk.output.gene_mapping)
+    write_cohort(
+        built,
+        smk.output.h5ad,
+        smk.output.samples,
+        smk.output.gene_mapping,
+        unmatched_path=smk.output.unmatched,
+        subjects_path=smk.output.subjects,
+    )

@@ -19,5 +19,6 @@ with logged(smk.log[0]):
         accession=smk.wildcards.get("accession"),
         filename=smk.wildcards.get("file"),
         expected_sha256=smk.params.sha256,
+        config_key=smk.params.get("config_key"),
     )
     write_manifest([result], smk.output.record)

@@ -13,6 +13,7 @@ from il6axis.genesets import load_gene_sets  # noqa: E402
 from il6axis.runlog import logged  # noqa: E402
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
+DE_COLUMNS = {"gene", "stat", "tested"}  # what il6axis.scores.competitive_test ranks by
 
 with logged(smk.log[0]):
     cfg = smk.params.settings
@@ -35,9 +36,11 @@ with logged(smk.log[0]):
         panel_path=smk.input.panel,
         markers_path=smk.input.markers,
     )
+    # Memory (bench/README.md): the cohort is opened backed, so only the contrast samples' counts are ever
+    # read, and only the DE columns the competitive test ranks by are loaded.
     result = expression_and_scores(
-        adata=ad.read_h5ad(smk.input.h5ad),
-        de_table=pd.read_csv(smk.input.de, sep="\t"),
+        adata=ad.read_h5ad(smk.input.h5ad, backed="r"),
+        de_table=pd.read_csv(smk.input.de, sep="\t", usecols=lambda column: column in DE_COLUMNS),
         gene_sets={name: gs.genes for name, gs in gene_sets.items()},
         panel=pd.read_csv(smk.input.panel, sep="\t"),
         settings=settings,

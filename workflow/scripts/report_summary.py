@@ -38,4 +38,6 @@ with logged(smk.log[0]):
         composition_table_paths=optional_input("composition_tables"),
         forest_genes_path=(optional_input("forest_genes") or [None])[0],
         forest_scores_path=(optional_input("forest_scores") or [None])[0],
+        unmatched_paths=optional_input("unmatched"),
+        subjects_paths=optional_input("subjects"),
     )
