@@ -4,8 +4,9 @@
     /tmp/probe/bin/python bench/bench_de.py --samples 100 --inference fast --lfc-shrink --r
 
 For every cohort size and inference (``fast``: ``run_deseq2`` as the workflow runs it, with
-``il6axis.fast_inference.FastInference``; ``stock``: the same call with pydeseq2's ``DefaultInference``
-substituted) a fresh interpreter reads the cohort h5ad and runs ``run_deseq2`` (``n_cpus`` workers;
+``il6axis.fast_inference.FastInference`` and the default ``de.engine: r_compatible``; ``stock``: the same call
+with ``de.engine: pydeseq2`` and pydeseq2's ``DefaultInference`` substituted, i.e. pydeseq2 as released)
+a fresh interpreter reads the cohort h5ad and runs ``run_deseq2`` (``n_cpus`` workers;
 LFC shrinkage only with ``--lfc-shrink``). Reported per run:
 
 * wall time of the call, timed inside the child (imports and h5ad reading excluded);
@@ -65,7 +66,9 @@ def child(args: list[str]) -> None:
     rss_imports = _rss_mib()
     adata = ad.read_h5ad(h5ad)
     rss_loaded = _rss_mib()
-    settings = de.DeSettings(lfc_shrink=shrink == "1", n_cpus=int(n_cpus))
+    # "stock" is pydeseq2 0.5.4 as released: its engine and its per-gene inference.
+    engine = de.ENGINE_PYDESEQ2 if inference == "stock" else de.ENGINE_R
+    settings = de.DeSettings(lfc_shrink=shrink == "1", n_cpus=int(n_cpus), engine=engine)
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
     if inference == "stock":

@@ -126,6 +126,7 @@ def measure(script: Path, cwd: Path, mode: str, stages: Path | None = None) -> d
         "tree_mib": tree_peak / MIB,
         "largest_mib": usage.ru_maxrss / 1024,
         "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # the child and the descendants it waited for
         "children": most_children,
     }
 
@@ -266,10 +267,11 @@ def summarise(runs: list[dict]) -> str:
     tree = [r["tree_mib"] for r in runs]
     largest = [r["largest_mib"] for r in runs]
     wall = [r["wall_s"] for r in runs]
+    cpu = [r["cpu_s"] for r in runs]
     return (
         f"tree peak {statistics.median(tree):6.0f} MiB ({min(tree):.0f}-{max(tree):.0f}), largest process "
         f"{statistics.median(largest):5.0f} MiB, {max(r['children'] for r in runs)} child process(es), "
-        f"wall {statistics.median(wall):5.1f} s"
+        f"wall {statistics.median(wall):5.1f} s, CPU {statistics.median(cpu):5.1f} s"
     )
 
 

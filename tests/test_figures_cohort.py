@@ -375,3 +375,45 @@ def test_normalised_cohort_figures_name_their_scale() -> None:
     adata.layers["vst"] = np.log2(values + 1)
     fig = fc.pca_plot(adata)
     assert "PCA of log2(normalised + 1) expression" in fig.axes[0].get_title()
+
+
+def test_every_figure_names_the_declared_contrast(cohort, expression, de_files, resources):
+    """A cohort whose reference slot holds healthy donors: no figure may call its groups severe / mild."""
+    from il6axis.contrast import Contrast
+
+    declared = Contrast("disease_vs_healthy", "acute COVID-19", "healthy donors")
+    adata = cohort[0].copy()
+    adata.uns["contrast"] = declared.to_uns()
+    sub = expression[0].copy()
+    sub.uns["contrast"] = declared.to_uns()
+    table, panel_de, summary = _de_inputs(de_files)
+    summary = {**summary, "contrast": declared.to_dict(summary["n_per_group"])}
+    n_case, n_ref = summary["n_per_group"]["severe"], summary["n_per_group"]["mild"]
+    head = f"testcoh: acute COVID-19 (n={n_case}) vs healthy donors (n={n_ref})"
+    vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
+    scores, _ = mean_z_scores(vst, {"set_a": ["SOCS3", "CEBPD", "IL1R2", "ARG1"]})
+    models = score_model(scores, sub.obs, ["age"]).assign(method="mean_z")
+    long = scores.rename_axis("sample_id").reset_index().melt("sample_id", var_name="set", value_name="score")
+    long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
+    figures = {
+        "library": fc.library_sizes(adata),
+        "sex": fc.sex_check(adata, resources[1]),
+        "pca": fc.pca_plot(sub),
+        "volcano": plots.volcano_figure(table, panel_de, summary, 0.05),
+        "ma": plots.ma_figure(table, panel_de, summary, 0.05),
+        "pvalues": plots.pvalue_histogram_figure(table, summary),
+        "heatmap": fc.panel_heatmap_figure(sub, panel_de, summary, 0.05),
+        "genes": fc.panel_genes_figure(sub, panel_de, summary, ["SOCS3", "IL6R"]),
+        "scores": fc.pathway_scores_figure(long.assign(method="mean_z"), models, summary),
+    }
+    for name, fig in figures.items():
+        text = " ".join(_figure_text(fig).split())  # long tick labels are wrapped
+        assert "not a severity contrast" in text, name
+        assert re.search(r"\b(mild|severe) \(n=", text) is None, (name, re.findall(r"\w+ \(n=\d+\)", text))
+        if name not in ("library", "sex"):  # those count every sample, excluded ones too
+            assert head in text, name
+    groups = " ".join(_figure_text(figures["genes"]).split())
+    assert f"acute COVID-19 (n={n_case})" in groups and f"healthy donors (n={n_ref})" in groups
+    assert "up in acute COVID-19" in _figure_text(figures["volcano"])
+    assert "log2 fold change, acute COVID-19 vs healthy donors (MLE)" in _figure_text(figures["volcano"])
+    assert "Δ = acute COVID-19 − healthy donors" in _figure_text(figures["scores"])

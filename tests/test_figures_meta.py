@@ -18,6 +18,7 @@ from PIL import Image
 from workflow_runner import PROJECT_ROOT
 
 from il6axis import figures_meta as fm
+from il6axis.contrast import contrast_from_config
 from il6axis.errors import InputError
 from il6axis.meta import forest_table, meta_analyse, run_meta
 from il6axis.report_text import (
@@ -189,9 +190,9 @@ def test_forest_layout_pools_only_where_two_cohorts(tables):
     assert kinds == [
         ("cohort", "WB1"),
         ("cohort", "LEUK2"),
-        ("pooled", "whole_blood"),
+        ("pooled", ("severe_vs_mild", "whole_blood")),
         ("cohort", "PBMC3"),
-        ("pooled", "all"),
+        ("pooled", ("severe_vs_mild", "all")),
     ]
 
 
@@ -239,7 +240,7 @@ def test_forest_marks_a_normalised_scale_cohort_as_not_pooled(tmp_path):
         "PBMC3": True,
     }
     labels = [label for _, _, label in fm._layout(rows, list(pd.unique(meta["stratum"])))]
-    assert "TMM4 (whole blood, not pooled)" in labels
+    assert "TMM4 (whole blood, not pooled: other effect scale)" in labels
     fig = fm.forest_grid(
         forest, meta, ["SOCS3", "IL6R"], "log2FC severe vs mild", "four cohorts", cohorts=names
     )
@@ -516,7 +517,10 @@ def test_front_page_renders_cohort_definitions_and_headlines(config_name, headli
         severity = spec["severity"]
         severe = ", ".join(map(str, severity["severe"]))
         mild = ", ".join(map(str, severity["mild"]))
-        assert f"severity field {severity['field']}; severe: {severe}; mild: {mild}" in text
+        declared = contrast_from_config(spec)
+        case, reference = declared.case, declared.reference
+        assert f"severity field {severity['field']}; {case} (case): {severe}; {reference} (reference): {mild}" in text
+        assert f"contrast: {case} vs {reference} ({declared.kind_label})" in text
         design = " + ".join([*spec.get("covariates", {}), "severity"])
         assert f"design ~ {design}" in text
     if "GSE152418" in config["cohorts"]:

@@ -480,3 +480,123 @@ def test_all_normalised_cohorts_are_pooled_with_each_other() -> None:
     assert meta_mod.off_scale_cohorts(long) == []
     long.loc[0, "scale"] = "log2_counts"
     assert meta_mod.off_scale_cohorts(long) == ["T2"]
+
+
+def _kind_run(tmp_path, specs: dict, sensitivity_exclude=()) -> tuple[pd.DataFrame, dict]:
+    """run_meta over cohorts given as cohort -> (socs3 lfc, se, tissue, contrast kind, scale)."""
+    tables, summaries = [], []
+    for cohort, (lfc, se, tissue, kind, scale) in specs.items():
+        _write_de(
+            tmp_path / f"{cohort}.tsv", ["SOCS3", "IL6R"], [lfc, 0.1], [se, 0.1], [True, True], [0.01, 0.5]
+        )
+        summary = {"n_per_group": {"mild": 10, "severe": 10}, "tissue": tissue, "scale": scale}
+        if kind is not None:
+            summary["contrast"] = {"kind": kind, "case": "case", "reference": "reference"}
+        (tmp_path / f"{cohort}.json").write_text(json.dumps(summary))
+        tables.append(tmp_path / f"{cohort}.tsv")
+        summaries.append(tmp_path / f"{cohort}.json")
+    out = {name: tmp_path / f"out_{name}.tsv" for name in ("meta", "forest", "sens")}
+    meta = meta_mod.run_meta(
+        cohorts=list(specs),
+        effect_tables=tables,
+        summaries=summaries,
+        features=["SOCS3", "IL6R"],
+        alpha=0.05,
+        strata=["all", "whole_blood"],
+        method_re="iterated",
+        sensitivity_exclude=list(sensitivity_exclude),
+        meta_path=out["meta"],
+        forest_path=out["forest"],
+        sensitivity_path=out["sens"],
+    )
+    read = {k: pd.read_csv(v, sep="\t", keep_default_na=False, na_values=[""]) for k, v in out.items()}
+    return meta, read
+
+
+def test_contrast_kinds_are_pooled_only_with_their_own_kind(tmp_path) -> None:
+    """Severe-vs-mild cohorts near +1 and healthy-reference cohorts planted at +4: the primary severe-vs-mild
+    fit recovers +1 untouched by the others; pooling them all is a labelled sensitivity run only."""
+    specs = {
+        "S1": (1.0, 0.2, "whole_blood", "severe_vs_mild", "log2_counts"),
+        "S2": (1.1, 0.25, "leukocytes", None, "log2_counts"),  # no contrast in summary = severe vs mild
+        "H1": (4.0, 0.2, "whole_blood", "disease_vs_healthy", "log2_counts"),
+        "H2": (4.2, 0.3, "pbmc", "disease_vs_healthy", "log2_counts"),
+    }
+    meta, out = _kind_run(tmp_path, specs, sensitivity_exclude=["S1", "H2"])
+    socs3 = meta[meta["feature"] == "SOCS3"].set_index(["contrast", "stratum"])
+    assert set(meta["contrast"]) == {"severe_vs_mild", "disease_vs_healthy"}
+    severity = socs3.loc[("severe_vs_mild", "all")]
+    assert severity["cohorts"] == "S1,S2" and severity["contrast_kinds"] == "severe_vs_mild"
+    assert 0.9 < severity["pooled_log2FoldChange"] < 1.2
+    healthy = socs3.loc[("disease_vs_healthy", "all")]
+    assert healthy["cohorts"] == "H1,H2" and healthy["pooled_log2FoldChange"] > 3.5
+    assert socs3.loc[("disease_vs_healthy", "whole_blood"), "k"] == 1  # H2 is PBMC
+    # Identical to pooling the severe-vs-mild cohorts alone.
+    long = read_cohort_effects(
+        {c: tmp_path / f"{c}.tsv" for c in ("S1", "S2")}, {c: tmp_path / f"{c}.json" for c in ("S1", "S2")}
+    )
+    alone = meta_analyse(long, strata=["all"]).set_index("feature")
+    assert severity["pooled_log2FoldChange"] == pytest.approx(alone.loc["SOCS3", "pooled_log2FoldChange"])
+
+    sens = out["sens"]
+    assert set(sens["analysis"]) == {"leave one out", "all contrasts pooled"}
+    crossed = sens[(sens["analysis"] == "all contrasts pooled") & (sens["stratum"] == "all")]
+    crossed = crossed.set_index("feature").loc["SOCS3"]
+    assert crossed["k"] == 4 and crossed["contrast"] == "all"
+    assert "mixed contrasts (severe_vs_mild, disease_vs_healthy)" in crossed["note"]
+    assert crossed["pooled_log2FoldChange"] > severity["pooled_log2FoldChange"] + 1  # the healthy pull
+    loo = sens[sens["analysis"] == "leave one out"].set_index(["excluded", "stratum", "feature"])
+    assert loo.loc[("S1", "all", "SOCS3"), "cohorts"] == "S2"  # within its own kind
+    assert loo.loc[("H2", "all", "SOCS3"), "cohorts"] == "H1"
+
+    forest = out["forest"]
+    kinds = forest[forest["row_type"] == "cohort"].groupby("cohort")["contrast"].first().to_dict()
+    assert kinds == {"S1": "severe_vs_mild", "S2": "severe_vs_mild", "H1": "disease_vs_healthy",
+                     "H2": "disease_vs_healthy"}  # fmt: skip
+    pooled_rows = forest[forest["row_type"] == "pooled"]
+    assert set(pooled_rows["contrast"]) == {"severe_vs_mild", "disease_vs_healthy"}
+    assert forest["pooled"].all()  # each in its own kind's fit
+
+
+def test_other_kind_is_never_pooled_and_severity_kinds_pool_only_in_sensitivity(tmp_path) -> None:
+    specs = {
+        "S1": (1.0, 0.2, "whole_blood", "severe_vs_mild", "log2_counts"),
+        "S2": (1.1, 0.25, "whole_blood", "severe_vs_mild", "log2_counts"),
+        "C1": (0.4, 0.2, "whole_blood", "critical_vs_severe", "log2_counts"),
+        "C2": (0.5, 0.3, "whole_blood", "critical_vs_severe", "log2_normalised"),
+        "O1": (-2.0, 0.2, "whole_blood", "other", "log2_counts"),
+    }
+    meta, out = _kind_run(tmp_path, specs)
+    assert set(meta["contrast"]) == {"severe_vs_mild", "critical_vs_severe"}
+    assert not meta["cohorts"].fillna("").str.contains("O1|C2").any()
+    critical = meta[(meta["contrast"] == "critical_vs_severe") & (meta["feature"] == "SOCS3")]
+    assert (critical["k"] == 1).all()  # C2 is off the count scale, O1 pools with nothing
+
+    plan = meta_mod.pooling_plan((c, k, s) for c, (_, _, _, k, s) in specs.items())
+    assert plan.groups == {"severe_vs_mild": ["S1", "S2"], "critical_vs_severe": ["C1"]}
+    assert plan.not_pooled == {"C2": meta_mod.NOT_POOLED_SCALE, "O1": meta_mod.NOT_POOLED_CONTRAST}
+
+    forest = out["forest"]
+    shown = forest[~forest["pooled"].astype(bool)].groupby("cohort")["not_pooled_reason"].first()
+    assert shown.to_dict() == {"C2": "other effect scale", "O1": "contrast kind 'other'"}
+
+    sens = out["sens"]
+    assert set(sens["analysis"]) == {"all scales pooled", "severity contrasts pooled", "all contrasts pooled"}
+    by = {a: g.set_index(["stratum", "feature"]) for a, g in sens.groupby("analysis")}
+    assert by["all scales pooled"].loc[("all", "SOCS3"), "cohorts"] == "C1,C2"
+    assert by["severity contrasts pooled"].loc[("all", "SOCS3"), "cohorts"] == "S1,S2,C1"  # scale rule kept
+    assert by["all contrasts pooled"].loc[("all", "SOCS3"), "cohorts"] == "S1,S2,C1,O1"
+    assert by["severity contrasts pooled"].loc[("all", "SOCS3"), "contrast"] == meta_mod.SEVERITY_CONTRASTS
+
+
+def test_only_other_cohorts_give_an_empty_primary_fit(tmp_path) -> None:
+    specs = {
+        "O1": (1.0, 0.2, "whole_blood", "other", "log2_counts"),
+        "O2": (1.2, 0.2, "whole_blood", "other", "log2_counts"),
+    }
+    meta, out = _kind_run(tmp_path, specs)
+    assert (meta["k"] == 0).all() and meta["pooled_log2FoldChange"].isna().all()
+    assert not out["forest"]["pooled"].astype(bool).any()
+    assert set(out["sens"]["analysis"]) == {"all contrasts pooled"}
+    crossed = out["sens"].set_index(["stratum", "feature"]).loc[("all", "SOCS3")]
+    assert crossed["k"] == 2

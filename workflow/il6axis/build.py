@@ -22,6 +22,7 @@ from il6axis.counts_io import (
     read_count_table,
     to_integer_counts,
 )
+from il6axis.download import ncbi_counts_name
 from il6axis.errors import InputError
 from il6axis.gene_ids import load_gene_info, map_to_symbols
 from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
@@ -101,6 +102,16 @@ def published_log2_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(arr, index=values.index, columns=values.columns)
 
 
+def _count_file_name(counts_spec: Mapping[str, Any], counts_path: str | Path, accession: str) -> str:
+    """The count table's published name, for messages and ``uns`` (a source taken from
+    ``counts.sources`` is saved as ``<cohort>.counts``, which says nothing to a reader)."""
+    if counts_spec.get("file"):
+        return str(counts_spec["file"])
+    if counts_spec.get("source") == "geo_ncbi":
+        return ncbi_counts_name(accession)
+    return Path(counts_path).name
+
+
 def build_cohort(
     name: str,
     spec: Mapping[str, Any],
@@ -110,7 +121,8 @@ def build_cohort(
 ) -> BuiltCohort:
     """Read, harmonise and label one cohort; every decision is logged and stored in ``uns``."""
     counts_spec, meta_spec = spec["counts"], spec["metadata"]
-    counts_label = f"{name}: {Path(counts_path).name}"
+    counts_name = _count_file_name(counts_spec, counts_path, spec.get("accession", name))
+    counts_label = f"{name}: {counts_name}"
     declared = contrast_from_config(spec, source=f"cohorts.{name}")  # a bad block fails before any reading
     value_type = counts_spec["value_type"]
     # Negatives are read, not refused, so that the scale check can say what they mean (log2 values or not).
@@ -161,7 +173,7 @@ def build_cohort(
         "tissue": spec.get("tissue", ""),
         "title": spec.get("title", ""),
         "contrast": declared.to_uns(),
-        "counts_file": Path(counts_path).name,
+        "counts_file": counts_name,
         "metadata_file": Path(metadata_path).name,
         "value_type": value_type,
         "rounding": json.dumps(rounding),

@@ -343,12 +343,13 @@ def _gene_blocks(n_genes: int, per_block: int) -> list[tuple[int, int]]:
 class _RCompatibleDataSet(_ChunkedCooksDataSet):
     """The DESeq2 steps where pydeseq2 0.5.4 does not compute what R DESeq2 1.38 computes, done R's way.
 
-    Gene-wise and MAP dispersions (R's line search and its rules around it), the dispersion trend
-    (R's Gamma GLM), the spread of the log dispersions (R's ``mad``), the Cook's refit (re-run with these
-    same steps; pydeseq2 builds a stock dataset for it) and the Cook's filter rule. Everything else
-    (size factors, means, moments, the LFC fit, Cook's distances) is pydeseq2's, through
-    ``FastInference``; ``r_compatible.py`` says what differs and why. Dispersions are fitted in gene
-    chunks on the inference's workers.
+    Gene-wise and MAP dispersions (R's line search and its rules around it; R's least-squares means
+    where every coefficient is a group), the dispersion trend (R's Gamma GLM), the spread of the log
+    dispersions (R's ``mad``), the Cook's refit (re-run with these same steps; pydeseq2 builds a stock
+    dataset for it) and the Cook's filter rule; ``_RCompatibleStats`` does the Wald SE and independent
+    filtering. Everything else (size factors, GLM means, moments, the LFC fit, Cook's distances) is
+    pydeseq2's, through ``FastInference``; ``r_compatible.py`` says what differs and why. Dispersions are
+    fitted in gene chunks on the inference's workers.
     """
 
     def fit_genewise_dispersions(self, vst: bool = False) -> None:
@@ -579,7 +580,7 @@ def _single_two_level_factor(design: str, obs: pd.DataFrame) -> bool:
 
 
 class _RCompatibleStats(DeseqStats):
-    """``DeseqStats`` whose independent filtering is R's ``pvalueAdjustment`` (R's lowess)."""
+    """``DeseqStats`` with R's Wald covariance and R's ``pvalueAdjustment`` (R's lowess)."""
 
     filter_threshold: float | None = None
 

@@ -39,6 +39,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from il6axis import severity_model  # noqa: E402
+from il6axis.contrast import Contrast, contrast_from_uns  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.groups import EXCLUDED, MILD, SEVERE  # noqa: E402
 from il6axis.plots import (  # noqa: E402
@@ -54,6 +55,8 @@ from il6axis.plots import (  # noqa: E402
     pvalue_histogram_figure,
     read_summary,
     repel_labels,
+    summary_contrast,
+    summary_title,
     volcano_figure,
 )
 from il6axis.style import (  # noqa: E402
@@ -99,6 +102,25 @@ def _severity(obs: pd.DataFrame, source: str) -> pd.Series:
     if "severity" not in obs.columns:
         raise InputError(f"{source}: obs has no 'severity' column; rebuild the cohort with build_cohort.")
     return obs["severity"].astype(str)
+
+
+def declared_contrast(adata: ad.AnnData) -> Contrast:
+    """The cohort's declared contrast, carried in ``uns`` from the config (severe vs mild if absent)."""
+    return contrast_from_uns(adata.uns, source=f"{_cohort_name(adata)} AnnData")
+
+
+def contrast_group_label(group: str, n: int, contrast: Contrast | None = None) -> str:
+    """'ICU (n=50)': the declared label of a severity slot with its size ('excluded (n=3)' stays)."""
+    return group_label((contrast or Contrast()).group_label(group), n)
+
+
+def _tick_label(group: str, n: int, contrast: Contrast | None) -> str:
+    """:func:`contrast_group_label` for an axis tick: a long declared label ('non-ICU (hospitalised)') is
+    wrapped, with the size on its own line, so neighbouring ticks do not run into each other."""
+    name = (contrast or Contrast()).group_label(group)
+    if len(name) <= 10:
+        return group_label(name, n)
+    return f"{textwrap.fill(name, 14)}\n(n={n})"
 
 
 def _counts_by_group(severity: pd.Series) -> dict[str, int]:
@@ -151,9 +173,11 @@ def box_strip(
     groups: pd.Series,
     order: Sequence[str],
     log_scale: bool = False,
+    contrast: Contrast | None = None,
 ) -> pd.Series:
     """Open box (quartiles, whiskers to 1.5 IQR, no fliers: every point is drawn) plus jittered points per
-    group, coloured by the severity palette; tick labels carry the group size. Returns each point's
+    group, coloured by the severity palette; tick labels carry the declared group label (``contrast``,
+    severe / mild by default) and the group size. Returns each point's
     jittered x (NaN where not drawn), so a caller can label a point where it actually is.
 
     Plain matplotlib, and the box drawn as two lines per group (frame + whiskers + caps, and the median)
@@ -186,7 +210,7 @@ def box_strip(
     )  # fmt: skip
     n = data["group"].value_counts()
     ax.set_xticks(range(len(order)))
-    ax.set_xticklabels([group_label(g, int(n.get(g, 0))) for g in order])
+    ax.set_xticklabels([_tick_label(g, int(n.get(g, 0)), contrast) for g in order])
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_xlabel("")
     if log_scale:
@@ -306,16 +330,17 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
     Samples whose library is below ``LOW_LIBRARY_FRACTION`` of the cohort median are labelled.
     """
     table = library_table(adata)
+    contrast = declared_contrast(adata)
     n = _counts_by_group(table["severity"])
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
-    point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS)
+    point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS, contrast=contrast)
     normalised = severity_model.is_normalised(adata)
     log2_values = severity_model.is_log2(adata)
     total_name = "sum of normalised values" if normalised else "library size"
     if log2_values:  # published log2 values are summed on the linear scale
         total_name = "sum of 2^(log2 value)"
     axes[0].set_ylabel(f"{total_name} (millions)" if normalised else "library size (million counts)")
-    box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS)
+    box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS, contrast=contrast)
     detected_rule = "above sample minimum" if log2_values else "count > 0"
     axes[1].set_ylabel(f"detected genes ({detected_rule})")
     # Library size from zero so relative depth reads off the axis; detected genes on their own range
@@ -338,7 +363,7 @@ def library_sizes(adata: ad.AnnData) -> plt.Figure:
         repel_labels(texts, axes[0], arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
     excluded = f", {n[EXCLUDED]} excluded" if n[EXCLUDED] else ""
     what = f"{total_name} and detected genes per sample (all {len(table)} samples{excluded})"
-    fig.suptitle(contrast_title(_cohort_name(adata), n, what), fontsize=10)
+    fig.suptitle(contrast_title(_cohort_name(adata), n, what, contrast), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -447,6 +472,7 @@ def sex_check(adata: ad.AnnData, markers: pd.DataFrame) -> plt.Figure:
     table, info = sex_check_table(adata, markers)
     n = _counts_by_group(table["severity"])
     cohort = _cohort_name(adata)
+    contrast = declared_contrast(adata)
     female = " + ".join(info["female_genes"]) or "female marker"
     male = " + ".join(info["male_genes"]) or "male marker"
     missing = [*info["female_missing"], *info["male_missing"]]
@@ -483,13 +509,13 @@ def sex_check(adata: ad.AnnData, markers: pd.DataFrame) -> plt.Figure:
         absent = " and ".join(missing)
         what = f"sex check: {present} by recorded sex ({absent} absent from the matrix: no sex call)"
     else:
-        _sex_scatter(ax, table, female, male)
+        _sex_scatter(ax, table, female, male, contrast)
         if info["sex_column"] is None:
             what = "sex check: no recorded sex in the metadata, expression pattern only"
         else:
             n_disc = int(table["discordant"].sum())
             what = f"sex check: recorded sex ('{info['sex_column']}') vs {female}/{male}; {n_disc} discordant"
-    ax.set_title(contrast_title(cohort, n, what), fontsize=10)
+    ax.set_title(contrast_title(cohort, n, what, contrast), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -499,7 +525,9 @@ def _sex_counts(sex: pd.Series) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in ("female", "male", "unknown") if counts.get(s, 0))
 
 
-def _sex_scatter(ax: plt.Axes, table: pd.DataFrame, female: str, male: str) -> None:
+def _sex_scatter(
+    ax: plt.Axes, table: pd.DataFrame, female: str, male: str, contrast: Contrast | None = None
+) -> None:
     for (recorded, severity), sub in table.groupby(["recorded", "severity"], observed=True):
         ax.scatter(
             sub["log_female"],
@@ -548,7 +576,7 @@ def _sex_scatter(ax: plt.Axes, table: pd.DataFrame, female: str, male: str) -> N
     for g in ALL_GROUPS:
         if n_sev.get(g, 0):
             handles.append(plt.Line2D([], [], marker=SEVERITY_MARKERS[g], ls="", color="0.3", markersize=6))
-            labels.append(group_label(g, int(n_sev[g])))
+            labels.append(contrast_group_label(g, int(n_sev[g]), contrast))
     handles.append(
         plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="k", markersize=9)
     )
@@ -606,6 +634,7 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     Samples more than ``PCA_OUTLIER_Z`` robust SDs from the median on PC1 or PC2 are labelled by id.
     """
     cohort = _cohort_name(adata)
+    contrast = declared_contrast(adata)
     vst = _layer(adata, "vst", cohort)
     severity = _severity(adata.obs, cohort)
     keep = severity.isin(SEVERITY_ORDER).to_numpy()
@@ -617,7 +646,8 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.4, 5.6), dpi=150)
     if len(vst) < 3:
         _message_panel(ax, f"PCA needs at least 3 samples; the contrast has {len(vst)}.")
-        ax.set_title(contrast_title(cohort, n, f"PCA of {log_scale_name(adata)} expression"), fontsize=10)
+        what = f"PCA of {log_scale_name(adata)} expression"
+        ax.set_title(contrast_title(cohort, n, what, contrast), fontsize=10)
         return fig
     coords, ratio = pca_vst(vst, n_top)
     frame = coords[["PC1", "PC2"]].assign(severity=severity.to_numpy(), sex=sex.reindex(vst.index).to_numpy())
@@ -639,7 +669,7 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=SEVERITY_PALETTE[g], markersize=7) for g in SEVERITY_ORDER
     ]
-    labels = [group_label(g, n[g]) for g in SEVERITY_ORDER]
+    labels = [contrast_group_label(g, n[g], contrast) for g in SEVERITY_ORDER]
     sex_n = frame["sex"].value_counts()
     for s in ("female", "male", "unknown"):
         if sex_n.get(s, 0):
@@ -649,7 +679,7 @@ def pca_plot(adata: ad.AnnData, n_top: int = PCA_TOP_GENES) -> plt.Figure:
     what = f"PCA of {log_scale_name(adata)} expression, top {min(n_top, vst.shape[1])} most variable genes"
     if outlier.any():
         what += f"; labelled: > {PCA_OUTLIER_Z:g} robust SD"
-    ax.set_title(contrast_title(cohort, n, what), fontsize=10)
+    ax.set_title(contrast_title(cohort, n, what, contrast), fontsize=10)
     despine(ax)
     fig.tight_layout()
     return fig
@@ -679,12 +709,13 @@ def zscore_genes(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def panel_heatmap(adata: ad.AnnData, panel_de: pd.DataFrame, alpha: float, title: str) -> plt.Figure:
-    """Z-scored VST of the panel genes present: rows grouped by tier, columns by severity (mild first).
+    """Z-scored VST of the panel genes present: rows grouped by tier, columns by group (reference first).
 
     Genes significant genome-wide (padj < alpha) carry an asterisk. Absent genes are listed below the
     map, so a missing ligand is visible rather than silently dropped.
     """
     cohort = _cohort_name(adata)
+    contrast = declared_contrast(adata)
     severity = _severity(adata.obs, cohort)
     keep = severity.isin(SEVERITY_ORDER)
     samples = pd.DataFrame({"severity": severity[keep]}).assign(
@@ -714,14 +745,15 @@ def panel_heatmap(adata: ad.AnnData, panel_de: pd.DataFrame, alpha: float, title
     )  # fmt: skip
     ax_bar.set_xlim(0, n_samples)
     ax_bar.set_yticks([0.5])
-    ax_bar.set_yticklabels(["severity"], fontsize=8)
+    ax_bar.set_yticklabels(["group"], fontsize=8)
     ax_bar.tick_params(axis="both", length=0, bottom=False, labelbottom=False)
     n = samples["severity"].value_counts()
     start = 0
     for g in SEVERITY_ORDER:
         if n.get(g, 0):
             ax_bar.text(
-                start + n[g] / 2, 0.5, group_label(g, int(n[g])), ha="center", va="center", fontsize=8,
+                start + n[g] / 2, 0.5, contrast_group_label(g, int(n[g]), contrast), ha="center",
+                va="center", fontsize=8,
                 color="white", fontweight="bold",
             )  # fmt: skip
             start += int(n[g])
@@ -796,9 +828,7 @@ def panel_heatmap_figure(
     """:func:`panel_heatmap` with the report's title (cohort, n per group, genes present)."""
     n_present = int(panel_de["symbol"].isin(set(adata.var_names)).sum())
     what = f"IL-6 panel: z-scored {log_scale_name(adata)} of {n_present} genes present, grouped by tier"
-    return panel_heatmap(
-        adata, panel_de, alpha, contrast_title(summary["cohort"], summary["n_per_group"], what)
-    )
+    return panel_heatmap(adata, panel_de, alpha, summary_title(summary, what))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -851,6 +881,7 @@ def panel_gene_boxes(
 
     A cohort with published log2 values shows those values on a linear axis (its ``vst`` layer)."""
     cohort = _cohort_name(adata)
+    contrast = declared_contrast(adata)
     present = set(adata.var_names)
     log2_values = severity_model.is_log2(adata)
     layer = "vst" if log2_values else "normalised"
@@ -868,9 +899,9 @@ def panel_gene_boxes(
         note = de_annotation(row)
         if gene in norm.columns:
             if log2_values:
-                box_strip(ax, norm[gene], severity, SEVERITY_ORDER)
+                box_strip(ax, norm[gene], severity, SEVERITY_ORDER, contrast=contrast)
             else:
-                box_strip(ax, norm[gene] + 1.0, severity, SEVERITY_ORDER, log_scale=True)
+                box_strip(ax, norm[gene] + 1.0, severity, SEVERITY_ORDER, log_scale=True, contrast=contrast)
             ax.tick_params(axis="both", labelsize=7)
         else:
             _message_panel(ax, "absent from the\ncount matrix")
@@ -891,10 +922,9 @@ def panel_genes_figure(
 ) -> plt.Figure:
     """:func:`panel_gene_boxes` of ``genes`` (default :func:`default_panel_genes`) with the report's title."""
     genes = list(genes) if genes is not None else default_panel_genes(panel_de)
-    what = f"IL-6 core genes: {_panel_value_name(adata)}; log2FC [95% CI] severe vs mild"
-    return panel_gene_boxes(
-        adata, panel_de, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)
-    )
+    contrast = summary_contrast(summary)
+    what = f"IL-6 core genes: {_panel_value_name(adata)}; log2FC [95% CI] {contrast.label}"
+    return panel_gene_boxes(adata, panel_de, genes, summary_title(summary, what))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -902,8 +932,11 @@ def panel_genes_figure(
 # ----------------------------------------------------------------------------------------------------
 
 
-def panel_detection(panel_expression: pd.DataFrame, genes: Sequence[str], title: str) -> plt.Figure:
-    """Share of samples with any read and with CPM >= 1, per gene and severity group (grouped bars).
+def panel_detection(
+    panel_expression: pd.DataFrame, genes: Sequence[str], title: str, contrast: Contrast | None = None
+) -> plt.Figure:
+    """Share of samples with any read and with CPM >= 1, per gene and group (grouped bars; the legend
+    names the declared ``contrast``'s groups).
 
     Makes low IL6 detection in blood visible: a gene read in few samples has no usable fold change.
     Genes absent from the count matrix keep their slot, marked 'absent'.
@@ -920,7 +953,7 @@ def panel_detection(panel_expression: pd.DataFrame, genes: Sequence[str], title:
             n = pd.to_numeric(table[f"n_{group}"], errors="coerce").max()
             n_label = int(n) if np.isfinite(n) else 0
             bars = ax.bar(x + (i - 0.5) * width, np.nan_to_num(values), width, color=SEVERITY_PALETTE[group],
-                          label=group_label(group, n_label))  # fmt: skip
+                          label=contrast_group_label(group, n_label, contrast))  # fmt: skip
             for bar, v in zip(bars, values, strict=True):
                 if np.isfinite(v):
                     ax.text(bar.get_x() + bar.get_width() / 2, v + 1.5, f"{v:.0f}", ha="center", va="bottom",
@@ -957,9 +990,7 @@ def panel_detection_figure(
 ) -> plt.Figure:
     """:func:`panel_detection` with the report's title."""
     what = "detection of IL-6-family ligands and receptors"
-    return panel_detection(
-        panel_expression, genes, contrast_title(summary["cohort"], summary["n_per_group"], what)
-    )
+    return panel_detection(panel_expression, genes, summary_title(summary, what), summary_contrast(summary))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -974,8 +1005,9 @@ def pathway_score_boxes(
     method: str = "mean_z",
     scale: str = "VST",
     n_cols: int = 4,
+    contrast: Contrast | None = None,
 ) -> plt.Figure:
-    """Per gene set: per-sample score by severity, with the covariate-adjusted OLS difference annotated."""
+    """Per gene set: per-sample score by group, with the covariate-adjusted OLS difference annotated."""
     needed = {"sample_id", "severity", "set", "method", "score"}
     if not needed <= set(scores.columns):
         raise InputError(
@@ -993,7 +1025,7 @@ def pathway_score_boxes(
     for ax, name in zip(axes.flat, sets, strict=False):
         sub = scores[scores["set"] == name]
         if sub["score"].notna().any():
-            box_strip(ax, sub["score"], sub["severity"], SEVERITY_ORDER)
+            box_strip(ax, sub["score"], sub["severity"], SEVERITY_ORDER, contrast=contrast)
             ax.axhline(0, color="0.8", lw=0.6, zorder=0)
             ax.tick_params(axis="both", labelsize=7.5)
         else:
@@ -1028,11 +1060,12 @@ def pathway_scores_figure(
     """:func:`pathway_score_boxes` with the report's title (confidence level from the DE summary)."""
     level = 100 * (1 - float(summary.get("alpha", 0.05)))
     scale = log_scale_name(summary)
+    contrast = summary_contrast(summary)
     what = (
-        f"pathway scores (mean z of {scale}); Δ = severe − mild, OLS with covariates [{level:g}% CI], BH padj"
+        f"pathway scores (mean z of {scale}); Δ = {contrast.case} − {contrast.reference}, OLS with "
+        f"covariates [{level:g}% CI], BH padj"
     )
-    title = contrast_title(summary["cohort"], summary["n_per_group"], what)
-    return pathway_score_boxes(scores, models, title, method, scale)
+    return pathway_score_boxes(scores, models, summary_title(summary, what), method, scale, contrast=contrast)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1122,6 +1155,8 @@ __all__ = [
     "CohortFigureInputs",
     "box_lines",
     "box_strip",
+    "contrast_group_label",
+    "declared_contrast",
     "default_panel_genes",
     "de_annotation",
     "infer_sex",

@@ -27,12 +27,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Polygon, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from il6axis.contrast import DEFAULT_KIND, KIND_LABEL, KINDS, Contrast, contrast_from_summary  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 from il6axis.style import DIVERGING_CMAP, save  # noqa: E402
 
 __all__ = [
     "CORE_GENES",
+    "contrasts_from_summaries",
     "forest_genes_from_files",
     "forest_grid",
     "forest_scores_from_files",
@@ -102,45 +104,91 @@ def _fmt_q(q: float) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _forest_kinds(forest: pd.DataFrame) -> pd.Series:
+    """The contrast kind of each forest row (older tables without the column: severe vs mild)."""
+    if "contrast" not in forest.columns:
+        return pd.Series(DEFAULT_KIND, index=forest.index)
+    return forest["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
+
+
 def _cohort_rows(forest: pd.DataFrame, cohorts: Sequence[str] | None) -> pd.DataFrame:
-    """One row per cohort (cohort, tissue, stratum) in display order: material strata, then given order."""
-    cohort_part = forest[forest["row_type"] == "cohort"]
-    # A cohort on another effect scale (log2 normalised values) is drawn but not pooled (meta.run_meta).
+    """One row per cohort (cohort, tissue, stratum, contrast kind, pooled, reason) in display order:
+    contrast kinds in ``KINDS`` order, within a kind material strata, then the given cohort order."""
+    cohort_part = forest[forest["row_type"] == "cohort"].assign(contrast=_forest_kinds)
+    # A cohort on another effect scale, or of contrast kind `other`, is drawn but not pooled (meta.run_meta).
     pooled = (
         cohort_part["pooled"].astype(str).str.lower().isin(["true", "1"])
         if "pooled" in cohort_part.columns
         else pd.Series(True, index=cohort_part.index)
     )
-    rows = cohort_part.drop_duplicates("cohort")[["cohort", "tissue"]]
+    rows = cohort_part.drop_duplicates("cohort")[["cohort", "tissue", "contrast"]]
     rows["pooled"] = rows["cohort"].map(pooled.groupby(cohort_part["cohort"]).any())
+    reasons = (
+        cohort_part["not_pooled_reason"].fillna("").astype(str)
+        if "not_pooled_reason" in cohort_part.columns
+        else pd.Series("", index=cohort_part.index)
+    )
+    rows["reason"] = rows["cohort"].map(reasons.groupby(cohort_part["cohort"]).max())
     order = list(cohorts) if cohorts is not None else list(rows["cohort"])
     rows = rows.set_index("cohort").reindex([c for c in order if c in set(rows["cohort"])]).reset_index()
     rows["stratum"] = rows["tissue"].map(lambda t: _TISSUE_STRATUM.get(str(t), "other"))
-    rank = {s: i for i, s in enumerate(STRATUM_ORDER)}
-    rows["_rank"] = rows["stratum"].map(rank)
+    stratum_rank = {s: i for i, s in enumerate(STRATUM_ORDER)}
+    kind_rank = {k: i for i, k in enumerate(KINDS)}
+    rows["_kind"] = rows["contrast"].map(lambda k: kind_rank.get(k, len(kind_rank)))
+    rows["_rank"] = rows["stratum"].map(stratum_rank)
     rows["_pos"] = range(len(rows))
-    return rows.sort_values(["_rank", "_pos"]).drop(columns=["_rank", "_pos"]).reset_index(drop=True)
+    rows = rows.sort_values(["_kind", "_rank", "_pos"]).drop(columns=["_kind", "_rank", "_pos"])
+    return rows.reset_index(drop=True)
 
 
-def _layout(cohort_rows: pd.DataFrame, meta_strata: Sequence[str]) -> list[tuple[str, str, str]]:
-    """Display rows top to bottom as (kind, key, label): cohorts of a stratum, then its pooled row.
+def _section_title(kind: str) -> str:
+    """Heading row of a contrast kind in a forest plot with several kinds."""
+    if kind == "other":
+        return "other contrasts (never pooled)"
+    severity = kind in ("severe_vs_mild", "critical_vs_severe")
+    return f"{KIND_LABEL.get(kind, kind)}{'' if severity else ' (not a severity contrast)'}"
 
-    A pooled row appears only for a stratum with at least two cohorts (others can never pool), and the
-    cross-material ``all`` row only when it would pool more cohorts than any single stratum does.
+
+def _cohort_label(rec: Any, contrasts: Mapping[str, Contrast]) -> str:
+    """'GSE1 (whole blood): ICU vs non-ICU', with ', not pooled: <reason>' for a cohort only shown."""
+    tissue = TISSUE_LABEL.get(rec.tissue, rec.tissue)
+    inner = tissue if rec.pooled else f"{tissue}, not pooled: {rec.reason or 'not in a pooled fit'}"
+    groups = contrasts[rec.cohort].label if rec.cohort in contrasts else ""
+    return f"{rec.cohort} ({inner}){': ' + groups if groups else ''}"
+
+
+def _layout(
+    cohort_rows: pd.DataFrame,
+    meta_keys: Sequence[tuple[str, str]] | Sequence[str],
+    contrasts: Mapping[str, Contrast] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """Display rows top to bottom as (kind, key, label): per contrast kind, the cohorts of each stratum,
+    then that stratum's pooled row (key ``(contrast kind, stratum)``).
+
+    A pooled row appears only for a stratum with at least two pooled cohorts of one kind (others can
+    never pool), and the cross-material ``all`` row only when it would pool more cohorts than any single
+    stratum does. With several contrast kinds each kind starts with a heading row (``header``): cohorts of
+    different kinds are never pooled together in the primary fit. ``meta_keys`` are the (contrast,
+    stratum) pairs the meta-analysis table holds (bare strata mean the default kind).
     """
-    layout: list[tuple[str, str, str]] = []
-    sizes = cohort_rows.loc[cohort_rows["pooled"], "stratum"].value_counts()
-    for stratum in STRATUM_ORDER:
-        members = cohort_rows[cohort_rows["stratum"] == stratum]
-        for rec in members.itertuples():
-            tissue = TISSUE_LABEL.get(rec.tissue, rec.tissue)
-            label = f"{rec.cohort} ({tissue})" if rec.pooled else f"{rec.cohort} ({tissue}, not pooled)"
-            layout.append(("cohort", rec.cohort, label))
-        if int(members["pooled"].sum()) >= 2 and stratum in meta_strata:
-            layout.append(("pooled", stratum, STRATUM_LABEL[stratum]))
-    n_pooled = int(cohort_rows["pooled"].sum())
-    if "all" in meta_strata and n_pooled >= 2 and n_pooled > sizes.max():
-        layout.append(("pooled", "all", STRATUM_LABEL["all"]))
+    contrasts = dict(contrasts or {})
+    keys = {(DEFAULT_KIND, k) if isinstance(k, str) else tuple(k) for k in meta_keys}
+    layout: list[tuple[str, Any, str]] = []
+    kinds = list(dict.fromkeys(cohort_rows["contrast"]))
+    for kind in kinds:
+        part = cohort_rows[cohort_rows["contrast"] == kind]
+        if len(kinds) > 1:
+            layout.append(("header", kind, _section_title(kind)))
+        sizes = part.loc[part["pooled"], "stratum"].value_counts()
+        for stratum in STRATUM_ORDER:
+            members = part[part["stratum"] == stratum]
+            for rec in members.itertuples():
+                layout.append(("cohort", rec.cohort, _cohort_label(rec, contrasts)))
+            if int(members["pooled"].sum()) >= 2 and (kind, stratum) in keys:
+                layout.append(("pooled", (kind, stratum), STRATUM_LABEL[stratum]))
+        n_pooled = int(part["pooled"].sum())
+        if (kind, "all") in keys and n_pooled >= 2 and n_pooled > sizes.max():
+            layout.append(("pooled", (kind, "all"), STRATUM_LABEL["all"]))
     return layout
 
 
@@ -155,17 +203,37 @@ def _diamond(ax: plt.Axes, y: float, est: float, lo: float, hi: float, colour: s
     ax.add_patch(poly)
 
 
+def _meta_kinds(meta: pd.DataFrame) -> pd.Series:
+    """The contrast label of each meta-analysis row (older tables without the column: severe vs mild)."""
+    if "contrast" not in meta.columns:
+        return pd.Series(DEFAULT_KIND, index=meta.index)
+    return meta["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
+
+
 def _panel_title(feature: str, meta_f: pd.DataFrame, label: str | None = None) -> str:
-    """Feature name plus one line per pooled stratum: k, I2, q (only where a pooled fit exists)."""
+    """Feature name plus one line per pooled fit: k, I2, q (only where a pooled fit exists); the contrast
+    kind leads each line when fits of several kinds are shown."""
     lines = [label or feature]
     rank = {s: i for i, s in enumerate((*STRATUM_ORDER, "all"))}
-    ordered = meta_f.assign(_r=meta_f["stratum"].map(lambda s: rank.get(s, len(rank)))).sort_values("_r")
-    for rec in ordered.itertuples():
-        if np.isfinite(rec.k) and rec.k >= 2 and np.isfinite(rec.pooled_log2FoldChange):
-            i2 = f"{100 * rec.i2:.0f}%" if np.isfinite(rec.i2) else "NA"
-            lines.append(
-                f"{STRATUM_SHORT.get(rec.stratum, rec.stratum)}: k={int(rec.k)}, I²={i2}, q={_fmt_q(rec.q)}"
-            )
+    kind_rank = {k: i for i, k in enumerate(KINDS)}
+    meta_f = meta_f.assign(contrast=_meta_kinds(meta_f))
+    ordered = meta_f.assign(
+        _k=meta_f["contrast"].map(lambda k: kind_rank.get(k, len(kind_rank))),
+        _r=meta_f["stratum"].map(lambda s: rank.get(s, len(rank))),
+    ).sort_values(["_k", "_r"])
+    fitted = ordered[(ordered["k"] >= 2) & np.isfinite(ordered["pooled_log2FoldChange"])]
+    if "cohorts" in fitted.columns:  # the cross-material fit repeats a stratum's when it adds no cohort
+        by_stratum = fitted[fitted["stratum"] != "all"]
+        stratum_fits = set(zip(by_stratum["contrast"], by_stratum["cohorts"], strict=True))
+        repeat = [(k, c) in stratum_fits for k, c in zip(fitted["contrast"], fitted["cohorts"], strict=True)]
+        fitted = fitted[~((fitted["stratum"] == "all") & np.array(repeat, dtype=bool))]
+    several = fitted["contrast"].nunique() > 1
+    for rec in fitted.itertuples():
+        i2 = f"{100 * rec.i2:.0f}%" if np.isfinite(rec.i2) else "NA"
+        where = STRATUM_SHORT.get(rec.stratum, rec.stratum)
+        if several:
+            where = f"{KIND_LABEL.get(rec.contrast, rec.contrast)}, {where}"
+        lines.append(f"{where}: k={int(rec.k)}, I²={i2}, q={_fmt_q(rec.q)}")
     if len(lines) == 1:
         ks = [int(k) for k in meta_f["k"] if np.isfinite(k)]
         lines.append(f"k={max(ks) if ks else 0}: no pooled estimate")
@@ -226,8 +294,8 @@ def _x_limits(cohort_spans: list[tuple[float, float, float]], pooled: list[tuple
 
 def _forest_panel(
     ax: plt.Axes,
-    layout: list[tuple[str, str, str]],
-    ys: Mapping[tuple[str, str], int],
+    layout: list[tuple[str, Any, str]],
+    ys: Mapping[tuple[str, Any], int],
     rows: pd.DataFrame,
     meta_f: pd.DataFrame,
     stratum_of: Mapping[str, str],
@@ -236,7 +304,7 @@ def _forest_panel(
 ) -> bool:
     """Draw one feature's forest panel; True when a pooled interval runs past the panel edge."""
     cohorts: list[tuple[float, pd.Series, str]] = []
-    pooled: list[tuple[float, pd.Series, str]] = []
+    pooled: list[tuple[float, pd.Series, tuple[str, str]]] = []
     for kind, key, _ in layout:
         y = ys[(kind, key)]
         if kind == "cohort":
@@ -246,7 +314,8 @@ def _forest_panel(
             else:
                 cohorts.append((y, rec, key))
         elif kind == "pooled":
-            m = meta_f[meta_f["stratum"] == key]
+            contrast, stratum = key
+            m = meta_f[(_meta_kinds(meta_f) == contrast) & (meta_f["stratum"] == stratum)]
             if m.empty or not np.isfinite(m["pooled_log2FoldChange"].iloc[0]):
                 k = int(m["k"].iloc[0]) if len(m) and np.isfinite(m["k"].iloc[0]) else 0
                 _not_tested(ax, y, f"k={k}: no pooled estimate")
@@ -272,7 +341,7 @@ def _forest_panel(
             zorder=3,
         )
     clipped = False
-    for y, m, stratum in pooled:
+    for y, m, (_, stratum) in pooled:
         colour = STRATUM_PALETTE.get(stratum, "#222222")
         _diamond(ax, y, m["pooled_log2FoldChange"], m["ci_low"], m["ci_high"], colour)
         for edge, beyond, marker in ((lo, m["ci_low"] < lo, "<"), (hi, m["ci_high"] > hi, ">")):
@@ -291,13 +360,18 @@ def forest_grid(
     labels: Mapping[str, str] | None = None,
     cohorts: Sequence[str] | None = None,
     ncols: int = 4,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> plt.Figure:
-    """Grid of forest plots, one panel per feature: per-cohort effect with 95% CI, pooled diamond per stratum.
+    """Grid of forest plots, one panel per feature: per-cohort effect with 95% CI, pooled diamond per stratum
+    and contrast kind.
 
     Cohort markers are coloured by material and sized by their random-effects weight within their material
     stratum (across all cohorts when the stratum has one cohort); diamonds span the pooled random-effects
     interval, cut with an arrow at the panel edge when it is far wider than the cohorts' own intervals.
-    Rows are the same in every panel, so a cohort that did not test a feature shows "not tested".
+    Rows are the same in every panel, so a cohort that did not test a feature shows "not tested". Cohorts
+    are grouped by contrast kind (a heading row per kind when there are several); ``contrasts`` (cohort ->
+    declared contrast) adds each cohort's groups to its row label. A cohort left out of every primary fit
+    (other effect scale, contrast kind ``other``) has a hollow marker and its reason in the label.
     """
     _require(forest, FOREST_COLUMNS, "forest table")
     _require(meta, META_COLUMNS, "meta-analysis table")
@@ -305,8 +379,8 @@ def forest_grid(
         raise InputError("forest_grid: no features to plot; the meta-analysis table has no rows to show.")
     labels = dict(labels or {})
     cohort_rows = _cohort_rows(forest, cohorts)
-    meta_strata = list(pd.unique(meta["stratum"]))
-    layout = _layout(cohort_rows, meta_strata)
+    meta_keys = list(dict.fromkeys(zip(_meta_kinds(meta), meta["stratum"], strict=True)))
+    layout = _layout(cohort_rows, meta_keys, contrasts)
     if not layout:
         layout = [("empty", "", "no cohort tested these features")]
     stratum_of = dict(zip(cohort_rows["cohort"], cohort_rows["stratum"], strict=True))
@@ -349,6 +423,9 @@ def forest_grid(
         for tick, (kind, key, _) in zip(row[0].get_yticklabels(), layout, strict=True):
             if kind == "pooled":
                 tick.set_fontweight("bold")
+            elif kind == "header":
+                tick.set_fontweight("bold")
+                tick.set_fontstyle("italic")
             elif kind == "cohort":
                 tick.set_color(TISSUE_PALETTE.get(tissue_of[key], "black"))
     handles = [
@@ -364,6 +441,7 @@ def forest_grid(
         if t in set(cohort_rows["tissue"])
     ]
     if not_pooled:
+        reasons = sorted({r for r in cohort_rows.loc[~cohort_rows["pooled"], "reason"] if r})
         handles.append(
             Line2D(
                 [],
@@ -372,15 +450,17 @@ def forest_grid(
                 ls="-",
                 color="0.4",
                 markerfacecolor="white",
-                label="cohort with log2-normalised effects (linear model): shown, not pooled",
+                label=f"shown, not pooled ({'; '.join(reasons) or 'not in a pooled fit'})",
             )
         )
-    pooled_strata = [key for kind, key, _ in layout if kind == "pooled"]
+    pooled_strata = list(dict.fromkeys(key[1] for kind, key, _ in layout if kind == "pooled"))
     handles += [
         Patch(color=STRATUM_PALETTE[s], label=f"{STRATUM_LABEL[s]} (random effects, t CI)")
         for s in pooled_strata
     ]
     note = "marker area ~ random-effects weight (within the cohort's material, else across all cohorts)"
+    if cohort_rows["contrast"].nunique() > 1:
+        note += "\ncohorts of different contrast kinds are never pooled together (sensitivity table only)"
     if not any_pooled:
         note = f"{len(cohort_rows)} cohort(s), at most one per material: {NO_POOL_TEXT}"
     elif clipped_any:
@@ -397,12 +477,19 @@ def forest_grid(
 
 
 def _rank_effect(meta: pd.DataFrame, forest: pd.DataFrame) -> pd.Series:
-    """|effect| per feature for ranking: primary pooled stratum, then 'all', else the largest cohort one."""
+    """|effect| per feature for ranking: the first contrast kind (``KINDS`` order) with a pooled fit, its
+    primary pooled stratum, then 'all', PBMC, other; else the largest cohort effect."""
     rank = pd.Series(dtype=float)
-    for stratum in ("whole_blood", "all", "pbmc", "other"):
-        part = meta[(meta["stratum"] == stratum) & meta["pooled_log2FoldChange"].notna()]
-        if len(part):
-            rank = part.set_index("feature")["pooled_log2FoldChange"].abs()
+    kinds = _meta_kinds(meta)
+    for kind in [k for k in KINDS if k in set(kinds)] or [DEFAULT_KIND]:
+        for stratum in ("whole_blood", "all", "pbmc", "other"):
+            part = meta[
+                (kinds == kind) & (meta["stratum"] == stratum) & meta["pooled_log2FoldChange"].notna()
+            ]
+            if len(part):
+                rank = part.set_index("feature")["pooled_log2FoldChange"].abs()
+                break
+        if not rank.empty:
             break
     if rank.empty:
         cohort = forest[forest["row_type"] == "cohort"].dropna(subset=["effect"])
@@ -433,25 +520,37 @@ def _read_tsv(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", keep_default_na=True)
 
 
+def contrast_wording(forest: pd.DataFrame) -> tuple[str, str]:
+    """What the effects compare, (short for axis labels, long for titles): the one kind's label ('severe vs
+    mild') twice, or, with several kinds, 'case vs reference' (of each cohort's declared contrast)."""
+    kinds = [k for k in KINDS if k in set(_forest_kinds(forest))] or [DEFAULT_KIND]
+    if len(kinds) == 1:
+        return KIND_LABEL[kinds[0]], KIND_LABEL[kinds[0]]
+    return "case vs reference", "case vs reference of each cohort's declared contrast (row labels)"
+
+
 def forest_genes_from_files(
     meta_path: str | Path,
     forest_path: str | Path,
     out_paths: Sequence[str | Path],
     cohorts: Sequence[str] | None = None,
     n_extra: int = 4,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> list[str]:
     """Forest grid of the IL-6 core genes and the next ``n_extra`` panel genes by |pooled effect|."""
     meta, forest = _read_tsv(meta_path), _read_tsv(forest_path)
     genes = select_forest_genes(meta, forest, n_extra=n_extra)
     labels = {g: (g if g in CORE_GENES else f"{g} (top |effect|)") for g in genes}
+    short, long = contrast_wording(forest)
     fig = forest_grid(
         forest,
         meta,
         genes,
-        xlabel="log2 fold change, severe vs mild",
-        suptitle="IL-6 axis genes across cohorts: severe vs mild (MLE log2FC, 95% CI)",
+        xlabel=f"log2 fold change, {short}",
+        suptitle=f"IL-6 axis genes across cohorts: {long} (MLE log2FC, 95% CI)",
         labels=labels,
         cohorts=cohorts,
+        contrasts=contrasts,
     )
     save(fig, out_paths)
     log.info("forest plot of %d genes written to %s", len(genes), list(map(str, out_paths)))
@@ -464,6 +563,7 @@ def forest_scores_from_files(
     out_paths: Sequence[str | Path],
     cohorts: Sequence[str] | None = None,
     method: str = "mean_z",
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> list[str]:
     """Forest grid of the pathway scores of one method (mean z of VST by default)."""
     meta, forest = _read_tsv(meta_path), _read_tsv(forest_path)
@@ -479,15 +579,17 @@ def forest_scores_from_files(
             f"{list(pd.unique(meta['feature']))[:5]}."
         )
     labels = {f: f[: -len(f" ({method})")] for f in features}
+    short, long = contrast_wording(forest)
     fig = forest_grid(
         forest,
         meta,
         features,
-        xlabel=f"score difference, severe - mild ({method})",
-        suptitle=f"Pathway scores across cohorts: severe vs mild ({method} score, OLS effect, 95% CI)",
+        xlabel=f"score difference, {short.replace(' vs ', ' - ', 1)} ({method})",
+        suptitle=f"Pathway scores across cohorts: {long} ({method} score, OLS effect, 95% CI)",
         labels=labels,
         cohorts=cohorts,
         ncols=3,
+        contrasts=contrasts,
     )
     save(fig, out_paths)
     log.info("forest plot of %d scores written to %s", len(features), list(map(str, out_paths)))
@@ -535,8 +637,12 @@ def lfc_heatmap(
     alpha: float,
     tissues: Mapping[str, str] | None = None,
     vmax_cap: float = 3.0,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> plt.Figure:
     """Cohorts (rows) x IL-6 panel genes (columns, grouped by tier): MLE log2FC, '*' where padj < alpha.
+
+    Each row is labelled with the cohort's material and declared contrast (``contrasts``; severe vs mild
+    when not given), since a row's sign means "higher in that cohort's case group".
 
     Genes absent from a cohort's matrix are hatched; present but untested genes (too few counts) are light
     grey with a '·'. Colours saturate at +/- ``vmax_cap`` (or the largest |log2FC| if smaller, min 1).
@@ -603,13 +709,12 @@ def lfc_heatmap(
     ax.set_xticks(np.arange(n_g) + 0.5)
     ax.set_xticklabels(genes["symbol"], rotation=90, fontsize=7.5)
     ax.set_yticks(np.arange(n_c) + 0.5)
-    ax.set_yticklabels(
-        [
-            f"{c} ({TISSUE_LABEL.get(tissues.get(c, ''), tissues.get(c, '?'))})" if c in tissues else c
-            for c in cohorts
-        ],
-        fontsize=8.5,
-    )
+    contrasts = dict(contrasts or {})
+    row_labels = []
+    for c in cohorts:
+        label = f"{c} ({TISSUE_LABEL.get(tissues.get(c, ''), tissues.get(c, '?'))})" if c in tissues else c
+        row_labels.append(f"{label}: {contrasts[c].label}" if c in contrasts else label)
+    ax.set_yticklabels(row_labels, fontsize=8.5)
     ax.tick_params(length=0)
     # Tier blocks: separator lines and the tier name above the block.
     bounds = genes.groupby("tier", sort=False).size()
@@ -631,10 +736,13 @@ def lfc_heatmap(
         start += size
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title("IL-6 panel genes per cohort: severe vs mild log2 fold change (MLE)", fontsize=10, pad=22)
+    kinds = {c.kind for c in contrasts.values()} or {DEFAULT_KIND}
+    what = KIND_LABEL[next(iter(kinds))] if len(kinds) == 1 else "each cohort's declared contrast (row label)"
+    ax.set_title(f"IL-6 panel genes per cohort: log2 fold change (MLE), {what}", fontsize=10, pad=22)
     extend = "both" if finite.size and finite.max() > vmax else "neither"
     cbar = fig.colorbar(mesh, ax=ax, fraction=0.025, pad=0.01, extend=extend)
-    cbar.set_label("log2FC (red = higher in severe)", fontsize=8)
+    high = f"higher in {contrasts[cohorts[0]].case}" if len(contrasts) == 1 else "higher in the case group"
+    cbar.set_label(f"log2FC (red = {high})", fontsize=8)
     cbar.ax.tick_params(labelsize=7.5)
     handles = [
         Line2D(
@@ -660,12 +768,13 @@ def lfc_heatmap_from_files(
     alpha: float,
     out_paths: Sequence[str | Path],
     tissues: Mapping[str, str] | None = None,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> None:
     """Heatmap from the per-cohort ``il6_panel.tsv`` files (one per cohort, in ``cohorts`` order)."""
     if len(panel_paths) != len(cohorts):
         raise InputError(f"{len(panel_paths)} panel tables for {len(cohorts)} cohorts; give one per cohort.")
     panels = {c: _read_tsv(p) for c, p in zip(cohorts, panel_paths, strict=True)}
-    save(lfc_heatmap(panels, alpha, tissues), out_paths)
+    save(lfc_heatmap(panels, alpha, tissues, contrasts=contrasts), out_paths)
     log.info("log2FC heatmap of %d cohorts written to %s", len(panels), list(map(str, out_paths)))
 
 
@@ -691,9 +800,11 @@ def _marker_order(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return rows.sort_values(["_k", "_pos"]).drop(columns=["_k", "_pos"]).reset_index(drop=True)
 
 
-def _verdict_title(cohort: str, verdict: Mapping[str, Any]) -> str:
+def _verdict_title(cohort: str, verdict: Mapping[str, Any], contrast: Contrast | None = None) -> str:
     status = str(verdict.get("status", "unknown"))
     tissue = TISSUE_LABEL.get(str(verdict.get("tissue", "")), str(verdict.get("tissue", "")))
+    if contrast is not None:
+        tissue = f"{tissue}; {contrast.label}"
     n_t, n_a, n_d = verdict.get("n_tested", 0), verdict.get("n_agree", 0), verdict.get("n_disagree", 0)
     alpha = float(verdict.get("alpha", 0.05))
     return (
@@ -704,9 +815,15 @@ def _verdict_title(cohort: str, verdict: Mapping[str, Any]) -> str:
 
 
 def orientation_summary(
-    tables: Mapping[str, pd.DataFrame], verdicts: Mapping[str, Mapping[str, Any]], alpha: float
+    tables: Mapping[str, pd.DataFrame],
+    verdicts: Mapping[str, Mapping[str, Any]],
+    alpha: float,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> plt.Figure:
     """Per cohort, the orientation markers' log2FC as bars: green = expected direction, orange = against.
+
+    The expected direction is that of the case group against the reference (severe vs mild; acute COVID-19
+    vs healthy donors goes the same way); each panel title names the cohort's declared contrast.
 
     Solid bars have padj < alpha; pale bars do not. Interferon genes are shown in grey for information
     only (never used for the verdict). The cohort's verdict (consistent / reversed / inconclusive) and
@@ -752,7 +869,7 @@ def orientation_summary(
             ax.axvspan(n_orient - 0.5, len(markers) - 0.5, color="0.95", zorder=0)
         verdict = verdicts.get(cohort, {})
         ax.set_title(
-            _verdict_title(cohort, verdict),
+            _verdict_title(cohort, verdict, (contrasts or {}).get(cohort)),
             fontsize=9,
             loc="left",
             color=VERDICT_COLOUR.get(str(verdict.get("status")), "black"),
@@ -781,7 +898,9 @@ def orientation_summary(
         Patch(color=ISG_COLOUR, label="interferon gene: reported, never used"),
         Patch(facecolor="0.6", alpha=0.38, label=f"pale: padj >= {alpha:g}; n/t: not tested"),
     ]
-    fig.suptitle("Orientation check: severity markers, severe vs mild", fontsize=10.5)
+    kinds = {c.kind for c in (contrasts or {}).values()} or {DEFAULT_KIND}
+    what = KIND_LABEL[next(iter(kinds))] if len(kinds) == 1 else "case vs reference of each cohort"
+    fig.suptitle(f"Orientation check: severity markers, {what}", fontsize=10.5)
     fig.tight_layout(rect=(0, 0.05, 1, 0.98))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     return fig
@@ -793,6 +912,7 @@ def orientation_summary_from_files(
     cohorts: Sequence[str],
     alpha: float,
     out_paths: Sequence[str | Path],
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> None:
     """Orientation summary from per-cohort ``orientation.tsv`` / ``.json`` files (in ``cohorts`` order)."""
     if not (len(table_paths) == len(verdict_paths) == len(cohorts)):
@@ -802,7 +922,7 @@ def orientation_summary_from_files(
         )
     tables = {c: _read_tsv(p) for c, p in zip(cohorts, table_paths, strict=True)}
     verdicts = {c: read_json(p) for c, p in zip(cohorts, verdict_paths, strict=True)}
-    save(orientation_summary(tables, verdicts, alpha), out_paths)
+    save(orientation_summary(tables, verdicts, alpha, contrasts), out_paths)
     log.info("orientation summary of %d cohorts written to %s", len(tables), list(map(str, out_paths)))
 
 
@@ -821,3 +941,17 @@ def read_json(path: str | Path) -> dict[str, Any]:
 def tissues_from_verdicts(verdict_paths: Sequence[str | Path], cohorts: Sequence[str]) -> dict[str, str]:
     """Cohort -> tissue from the orientation verdicts (they record the cohort's material)."""
     return {c: str(read_json(p).get("tissue", "")) for c, p in zip(cohorts, verdict_paths, strict=True)}
+
+
+def contrasts_from_summaries(
+    summary_paths: Sequence[str | Path], cohorts: Sequence[str]
+) -> dict[str, Contrast]:
+    """Cohort -> declared contrast from the DE summaries (``summary.json``; severe vs mild if absent)."""
+    if len(summary_paths) != len(cohorts):
+        raise InputError(
+            f"{len(summary_paths)} DE summaries for {len(cohorts)} cohorts; give one per cohort."
+        )
+    return {
+        c: contrast_from_summary(read_json(p), source=str(p))
+        for c, p in zip(cohorts, summary_paths, strict=True)
+    }

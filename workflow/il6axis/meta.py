@@ -1,4 +1,4 @@
-"""Random-effects meta-analysis of severe-vs-mild effects across cohorts.
+"""Random-effects meta-analysis of per-cohort effects (each cohort's declared contrast) across cohorts.
 
 Per feature (an IL-6 panel gene or a pathway score) the per-cohort unshrunk log2 fold changes and their
 standard errors are pooled with a Paule-Mandel random-effects model (statsmodels ``combine_effects``) and a
@@ -6,6 +6,19 @@ t interval with k - 1 degrees of freedom. Few cohorts and heterogeneous tissues 
 module also reports a signed, sample-size-weighted Stouffer Z and a plain count of cohorts per direction,
 and it analyses material strata separately: whole blood / leukocytes is the primary stratum, PBMC is
 reported on its own, and "all" (pooling across materials) is a sensitivity analysis only.
+
+Only like is pooled with like (:func:`pooling_plan`). Two rules decide which cohorts enter a primary fit:
+
+1. **Contrast:** one primary fit per declared contrast kind (``il6axis.contrast``): severe vs mild cohorts
+   with each other, critical vs severe cohorts with each other, disease vs healthy cohorts with each other;
+   a cohort of kind ``other`` enters no primary fit.
+2. **Scale:** within a kind, cohorts whose effects are off the log2-count scale (log2-normalised linear
+   model) are left out while a count cohort of that kind exists.
+
+A cohort left out by either rule is drawn in the forest plots, marked "not pooled" with the reason.
+The sensitivity table relaxes one rule at a time, each run labelled in its ``analysis`` column: "all
+scales pooled" (per kind, every scale), "severity contrasts pooled" (severe vs mild with critical vs
+severe) and "all contrasts pooled" (every kind, the scale rule kept); plus "leave one out".
 
 Input is a long table, one row per (cohort, feature); see :data:`REQUIRED_COLUMNS`. A NaN effect or SE
 (gene not tested in that cohort) means the cohort does not contribute to that feature.
@@ -16,7 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +40,31 @@ from scipy import optimize, stats
 from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.tools.sm_exceptions import InvalidTestWarning
 
+from il6axis.contrast import DEFAULT_KIND, KINDS, SEVERITY_KINDS, contrast_from_summary, pooling_kind
 from il6axis.de import benjamini_hochberg
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
 from il6axis.severity_model import SCALE_COUNTS
 
 __all__ = [
+    "ALL_CONTRASTS",
     "ALL_STRATA",
+    "ANALYSIS_ALL_CONTRASTS",
+    "ANALYSIS_ALL_SCALES",
+    "ANALYSIS_SEVERITY_CONTRASTS",
     "DEFAULT_SCALE",
     "NOTE_K2",
+    "NOT_POOLED_CONTRAST",
+    "NOT_POOLED_SCALE",
     "REASON_FEW",
     "REQUIRED_COLUMNS",
+    "SEVERITY_CONTRASTS",
+    "PoolingPlan",
     "forest_table",
     "meta_analyse",
     "off_primary_scale",
     "off_scale_cohorts",
+    "pooling_plan",
     "random_effects",
     "read_cohort_effects",
     "run_meta",
@@ -56,6 +80,16 @@ DEFAULT_SCALE = SCALE_COUNTS  # log2 fold changes of counts (the NB model)
 ALL_STRATA = "all"
 REASON_FEW = "fewer than 2 cohorts"
 NOTE_K2 = "k=2: 1-df t interval is very wide"
+# Why a cohort is drawn in the forest plots but left out of its primary fit (forest `not_pooled_reason`).
+NOT_POOLED_SCALE = "other effect scale"
+NOT_POOLED_CONTRAST = "contrast kind 'other'"
+# `contrast` of the cross-contrast sensitivity fits, and the `analysis` labels of the sensitivity table.
+SEVERITY_CONTRASTS = "+".join(k for k in KINDS if k in SEVERITY_KINDS)
+ALL_CONTRASTS = "all"
+ANALYSIS_ALL_SCALES = "all scales pooled"
+ANALYSIS_SEVERITY_CONTRASTS = "severity contrasts pooled"
+ANALYSIS_ALL_CONTRASTS = "all contrasts pooled"
+ANALYSIS_LEAVE_ONE_OUT = "leave one out"
 CI_RE = "random_effect"
 CI_HKSJ = "hksj"
 
@@ -77,6 +111,7 @@ _PM_KWDS: dict[str, float] = {"atol": 1e-7, "maxiter": 100}
 _SCALE_TOL = 1e-4
 
 OUTPUT_COLUMNS = [
+    "contrast",
     "stratum",
     "feature",
     "k",
@@ -100,6 +135,7 @@ OUTPUT_COLUMNS = [
     "n_down_sig",
     "sign_summary",
     "scales",
+    "contrast_kinds",
     "reason",
     "note",
 ]
@@ -333,6 +369,16 @@ def _validated(effects: pd.DataFrame) -> pd.DataFrame:
     if "scale" not in df.columns:
         df["scale"] = DEFAULT_SCALE
     df["scale"] = df["scale"].fillna(DEFAULT_SCALE).astype(str).replace("", DEFAULT_SCALE)
+    if "contrast" not in df.columns:
+        df["contrast"] = DEFAULT_KIND
+    df["contrast"] = df["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
+    unknown = sorted(set(df["contrast"]) - set(KINDS))
+    if unknown:
+        raise InputError(f"contrast kind(s) {unknown} are not among {list(KINDS)}; rerun the DE rule.")
+    mixed_kind = df.groupby("cohort")["contrast"].nunique()
+    if (mixed_kind > 1).any():
+        bad = mixed_kind.index[mixed_kind > 1].tolist()
+        raise InputError(f"cohort(s) {bad} have more than one contrast kind; one per cohort is needed.")
     return df
 
 
@@ -342,7 +388,7 @@ def _contributes(df: pd.DataFrame) -> pd.Series:
     return np.isfinite(df["log2FoldChange"]) & np.isfinite(se) & (se > 0)
 
 
-_ROW_FIELDS = ("cohort", "log2FoldChange", "lfcSE", "stat", "padj", "n", "scale")
+_ROW_FIELDS = ("cohort", "log2FoldChange", "lfcSE", "stat", "padj", "n", "scale", "contrast")
 
 
 def _feature_row(rows: Mapping[str, np.ndarray], alpha: float, unit: str, method_re: str) -> dict[str, Any]:
@@ -358,11 +404,14 @@ def _feature_row(rows: Mapping[str, np.ndarray], alpha: float, unit: str, method
         z, zp = stouffer(rows["stat"][has_stat], rows["n"][has_stat])
     signs = sign_consistency(rows["log2FoldChange"], rows["padj"], alpha, unit)
     scales = sorted(set(rows["scale"]))
+    kinds = [k_ for k_ in KINDS if k_ in set(rows["contrast"])]
     notes = []
     if k == 2:
         notes.append(NOTE_K2)
     if len(scales) > 1:
         notes.append(f"mixed scales ({', '.join(scales)}): sensitivity analysis only")
+    if len(kinds) > 1:
+        notes.append(f"mixed contrasts ({', '.join(kinds)}): sensitivity analysis only")
     if not fit["converged"]:
         notes.append("Paule-Mandel tau2 did not converge")
     if k >= 2 and has_stat.sum() < k:
@@ -388,6 +437,7 @@ def _feature_row(rows: Mapping[str, np.ndarray], alpha: float, unit: str, method
         "n_down_sig": signs["n_down_sig"],
         "sign_summary": signs["text"],
         "scales": ",".join(scales),
+        "contrast_kinds": ",".join(kinds),
         "reason": fit["reason"],
         "note": "; ".join(notes),
     }
@@ -399,8 +449,15 @@ def meta_analyse(
     strata: Sequence[str] = (ALL_STRATA, "whole_blood", "pbmc"),
     exclude_cohorts: Iterable[str] = (),
     method_re: str = "iterated",
+    contrast: str | None = None,
 ) -> pd.DataFrame:
     """One row per (stratum, feature): pooled log2FC with t CI, p, BH q, tau2, I2, Stouffer Z, signs.
+
+    This pools every cohort it is given (less ``exclude_cohorts``): choosing which cohorts belong
+    together (one contrast kind, one scale) is :func:`run_meta`'s job through :func:`pooling_plan`.
+    ``contrast`` fills the output's ``contrast`` column (the fit's label); by default the kinds of the
+    cohorts pooled, joined by "+". ``contrast_kinds`` per row lists the kinds that contributed, and a
+    row mixing kinds carries a "mixed contrasts" note.
 
     Strata: ``whole_blood`` (whole blood + leukocytes) is the primary analysis; ``pbmc`` is reported
     separately; ``all`` pools across materials and is a sensitivity analysis only (a tissue moderator
@@ -424,6 +481,7 @@ def meta_analyse(
     if any(s not in valid for s in strata):
         raise InputError(f"strata {list(strata)} must be drawn from {valid}.")
     used = df[_contributes(df)]
+    label = contrast or "+".join(k for k in KINDS if k in set(df["contrast"])) or DEFAULT_KIND
     out = []
     for stratum in strata:
         sub = used if stratum == ALL_STRATA else used[used["stratum"] == stratum]
@@ -436,7 +494,12 @@ def meta_analyse(
             pos = positions.get(feature, none)
             part = {f: a[pos] for f, a in arrays.items()}
             rows.append(
-                {"stratum": stratum, "feature": feature, **_feature_row(part, alpha, unit, method_re)}
+                {
+                    "contrast": label,
+                    "stratum": stratum,
+                    "feature": feature,
+                    **_feature_row(part, alpha, unit, method_re),
+                }
             )
         table = pd.DataFrame(rows)
         table["q"] = benjamini_hochberg(table["p"]) if len(table) else []
@@ -454,7 +517,8 @@ def forest_table(effects: pd.DataFrame, meta: pd.DataFrame, alpha: float = 0.05)
     Per-cohort intervals are Wald normal (effect +/- z * lfcSE, z = 1.96 for 95%); ``weight`` is the
     cohort's relative random-effects weight 1/(se^2 + tau2), normalised within the fit, using the tau2
     and the contributing cohorts recorded in ``meta`` (NaN when no pooled fit, k < 2). The pooled row
-    carries the random-effects interval, the stratum's BH q in ``padj`` and the summed ``n``.
+    carries the random-effects interval, the stratum's BH q in ``padj`` and the summed ``n``; every row
+    carries the fit's ``contrast`` label from ``meta``.
     """
     df = _validated(effects)
     col = {c: df[c].to_numpy() for c in ("tissue", "log2FoldChange", "lfcSE", "padj", "n")}
@@ -476,6 +540,7 @@ def forest_table(effects: pd.DataFrame, meta: pd.DataFrame, alpha: float = 0.05)
         for i, cohort in enumerate(cohorts):
             rows.append(
                 {
+                    "contrast": rec.contrast,
                     "stratum": rec.stratum,
                     "feature": rec.feature,
                     "row_type": "cohort",
@@ -493,6 +558,7 @@ def forest_table(effects: pd.DataFrame, meta: pd.DataFrame, alpha: float = 0.05)
         if rec.k >= 2:
             rows.append(
                 {
+                    "contrast": rec.contrast,
                     "stratum": rec.stratum,
                     "feature": rec.feature,
                     "row_type": "pooled",
@@ -507,12 +573,14 @@ def forest_table(effects: pd.DataFrame, meta: pd.DataFrame, alpha: float = 0.05)
                     "weight": 1.0,
                 }
             )
-    columns = ["stratum", "feature", "row_type", "cohort", "tissue", "effect", "se", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=[*columns, "padj", "n", "weight"])
+    columns = ["contrast", "stratum", "feature", "row_type", "cohort", "tissue", "effect", "se", "ci_low"]
+    return pd.DataFrame(rows, columns=[*columns, "ci_high", "padj", "n", "weight"])
 
 
-def _load_summary(cohort: str, summary: str | Path | Mapping[str, Any]) -> tuple[int, str, str | None]:
-    """(n in the contrast, tissue, scale or None) from a summary.json path or an already-loaded dict."""
+def _load_summary(cohort: str, summary: str | Path | Mapping[str, Any]) -> tuple[int, str, str | None, str]:
+    """(n in the contrast, tissue, scale or None, contrast kind) from a summary.json path or a loaded dict.
+
+    A summary without a ``contrast`` object (written before contrasts were declared) is severe vs mild."""
     where = f"summary for cohort {cohort!r}"
     if not isinstance(summary, Mapping):
         where = str(summary)
@@ -528,7 +596,8 @@ def _load_summary(cohort: str, summary: str | Path | Mapping[str, Any]) -> tuple
     if not tissue:
         raise InputError(f"{where}: `tissue` is missing or empty; set `tissue` for the cohort in the config.")
     stratum_of(tissue)  # fail here, naming the file, rather than later
-    return int(groups[MILD]) + int(groups[SEVERE]), str(tissue), summary.get("scale")
+    kind = contrast_from_summary(summary, source=where).kind
+    return int(groups[MILD]) + int(groups[SEVERE]), str(tissue), summary.get("scale"), kind
 
 
 def _read_table(cohort: str, path: str | Path) -> pd.DataFrame:
@@ -566,11 +635,12 @@ def read_cohort_effects(
 ) -> pd.DataFrame:
     """Long (cohort, feature) effects table from per-cohort DE TSVs and their summary.json files.
 
-    ``n`` is mild + severe from ``n_per_group``; ``tissue`` and an optional ``scale`` come from the
-    summary (a ``scale`` column in the table wins; default "log2_counts"). Rows not tested in a cohort
-    (``tested`` false, or a Cook's outlier with p = NA) keep NaN effects so that the cohort does not
-    contribute. With ``features`` (e.g. the IL-6 panel) only those are kept, and a feature absent from a
-    cohort's table appears as a NaN row, so every cohort lists every requested feature.
+    ``n`` is mild + severe from ``n_per_group``; ``tissue``, the ``contrast`` kind and an optional
+    ``scale`` come from the summary (a ``scale`` column in the table wins; default "log2_counts"). Rows
+    not tested in a cohort (``tested`` false, or a Cook's outlier with p = NA) keep NaN effects so that
+    the cohort does not contribute. With ``features`` (e.g. the IL-6 panel) only those are kept, and a
+    feature absent from a cohort's table appears as a NaN row, so every cohort lists every requested
+    feature.
     """
     if set(de_tables) != set(summaries):
         raise InputError(
@@ -579,7 +649,7 @@ def read_cohort_effects(
         )
     parts = []
     for cohort, path in de_tables.items():
-        n, tissue, scale = _load_summary(cohort, summaries[cohort])
+        n, tissue, scale, kind = _load_summary(cohort, summaries[cohort])
         table = _read_table(cohort, path)
         if features is not None:
             wanted = pd.DataFrame({"feature": [str(f) for f in pd.unique(pd.Series(list(features)))]})
@@ -589,11 +659,69 @@ def read_cohort_effects(
         if "scale" not in table.columns:
             table["scale"] = scale or DEFAULT_SCALE
         table["scale"] = table["scale"].fillna(scale or DEFAULT_SCALE)
+        table["contrast"] = kind
         parts.append(table)
-    columns = [*REQUIRED_COLUMNS, "scale"]
+    columns = [*REQUIRED_COLUMNS, "scale", "contrast"]
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]
+
+
+@dataclass(frozen=True)
+class PoolingPlan:
+    """Which cohorts each primary fit pools, and why the others are only shown.
+
+    ``groups`` maps a contrast kind to the cohorts its primary fit pools (input order, kinds in
+    ``il6axis.contrast.KINDS`` order); ``not_pooled`` maps a cohort left out of every primary fit to the
+    reason (:data:`NOT_POOLED_SCALE`, :data:`NOT_POOLED_CONTRAST`); ``kinds`` maps every cohort to its kind.
+    """
+
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    not_pooled: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def members(self, kind: str) -> list[str]:
+        """Every cohort declared with this kind, pooled or not, in input order."""
+        return [c for c, k in self.kinds.items() if k == kind]
+
+    def primary_group(self, cohort: str) -> str | None:
+        """The kind whose primary fit pools ``cohort``, or None when it is only shown."""
+        return next((kind for kind, cs in self.groups.items() if cohort in cs), None)
+
+
+def pooling_plan(cohorts: Iterable[tuple[str, str | None, str | None]]) -> PoolingPlan:
+    """Primary pooling groups from (cohort, contrast kind, scale) triples, e.g. from the DE summaries.
+
+    A missing kind is severe vs mild and a missing scale the count scale (summaries of older runs). Each
+    kind (but ``other``) gets its own primary fit; within it the scale rule of :func:`off_primary_scale`
+    applies. The report's text and the meta-analysis both call this, so they cannot disagree.
+    """
+    triples = [(str(c), _kind_or_default(k), s) for c, k, s in cohorts]
+    plan = PoolingPlan(kinds={c: k for c, k, _ in triples})
+    for kind in KINDS:
+        members = [(c, s) for c, k, s in triples if k == kind]
+        if not members:
+            continue
+        if pooling_kind(kind) is None:
+            plan.not_pooled.update({c: NOT_POOLED_CONTRAST for c, _ in members})
+            continue
+        off = set(off_primary_scale(members))
+        plan.not_pooled.update({c: NOT_POOLED_SCALE for c, _ in members if c in off})
+        plan.groups[kind] = [c for c, _ in members if c not in off]
+    return plan
+
+
+def _kind_or_default(kind: object) -> str:
+    """A cohort's contrast kind; missing or empty (summaries of older runs) is severe vs mild."""
+    return DEFAULT_KIND if kind is None or pd.isna(kind) or kind == "" else str(kind)
+
+
+def _plan_of(effects: pd.DataFrame) -> PoolingPlan:
+    """:func:`pooling_plan` of a long effects table (one kind and one scale per cohort)."""
+    first = effects.drop_duplicates("cohort")
+    scale = first["scale"] if "scale" in first.columns else pd.Series(DEFAULT_SCALE, index=first.index)
+    kind = first["contrast"] if "contrast" in first.columns else pd.Series(DEFAULT_KIND, index=first.index)
+    return pooling_plan(zip(first["cohort"], kind, scale, strict=True))
 
 
 def run_meta(
@@ -609,58 +737,115 @@ def run_meta(
     forest_path: str | Path,
     sensitivity_path: str | Path,
 ) -> pd.DataFrame:
-    """Meta-analyse per-cohort effect tables and write the pooled, forest and leave-one-out tables."""
+    """Meta-analyse per-cohort effect tables and write the pooled, forest and sensitivity tables.
+
+    Primary fits follow :func:`pooling_plan` (one per contrast kind, scale rule within); the pooled
+    table has one block of (stratum, feature) rows per kind, told apart by its ``contrast`` column. The
+    sensitivity table holds leave-one-out fits, each kind with every scale ("all scales pooled"), and
+    the cross-contrast fits ("severity contrasts pooled", "all contrasts pooled") when the cohorts
+    declare more than one kind.
+    """
     effects = read_cohort_effects(
         dict(zip(cohorts, effect_tables, strict=True)),
         dict(zip(cohorts, summaries, strict=True)),
         features=list(features) if features is not None else None,
     )
-    off_scale = off_scale_cohorts(effects)
-    if off_scale:
-        log.info(
-            "cohorts %s report effects on another scale than %s: primary meta-analysis without them, "
-            "with them in the sensitivity table",
-            off_scale,
-            DEFAULT_SCALE,
-        )
+    plan = _plan_of(effects)
+    for cohort, reason in plan.not_pooled.items():
+        kind = plan.kinds[cohort]
+        log.info("cohort %s (%s) is shown but not pooled in any primary fit: %s", cohort, kind, reason)
 
-    def run(exclude: Sequence[str]) -> pd.DataFrame:
+    def run(members: Sequence[str], exclude: Sequence[str], label: str) -> pd.DataFrame:
+        sub = effects[effects["cohort"].isin(list(members))]
         return meta_analyse(
-            effects, alpha=alpha, strata=tuple(strata), method_re=method_re, exclude_cohorts=exclude
+            sub,
+            alpha=alpha,
+            strata=tuple(strata),
+            method_re=method_re,
+            exclude_cohorts=exclude,
+            contrast=label,
         )
 
-    meta = run(off_scale)
+    def off_scale_in(kind: str) -> list[str]:
+        return [c for c in plan.members(kind) if plan.not_pooled.get(c) == NOT_POOLED_SCALE]
+
+    primary = [run(plan.members(kind), off_scale_in(kind), kind) for kind in plan.groups]
+    if not primary:  # every cohort is of kind `other`: the table keeps its rows, each without a fit
+        everyone = list(plan.kinds)
+        primary = [run(everyone, everyone, "+".join(k for k in KINDS if k in set(plan.kinds.values())))]
+    meta = pd.concat(primary, ignore_index=True)
     meta.to_csv(meta_path, sep="\t", index=False, float_format="%.6g")
-    forest = forest_table(effects, meta, alpha=alpha).assign(pooled=True)
-    if off_scale:  # shown in the forest plot beside the pooled cohorts, marked as not pooled
-        forest = pd.concat([forest, _not_pooled_rows(effects, off_scale, strata, alpha)], ignore_index=True)
-    forest.to_csv(forest_path, sep="\t", index=False, float_format="%.6g")
-    runs = [
-        run([*off_scale, c]).assign(analysis="leave one out", excluded=c)
-        for c in sensitivity_exclude
-        if c in set(cohorts) and c not in off_scale
+
+    parts = [
+        forest_table(effects[effects["cohort"].isin(members)], meta[meta["contrast"] == kind], alpha)
+        for kind, members in plan.groups.items()
     ]
-    if off_scale:
-        runs.append(run([]).assign(analysis="all scales pooled", excluded=""))
+    forest = (
+        pd.concat(parts, ignore_index=True) if parts else forest_table(effects, meta.iloc[0:0], alpha)
+    ).assign(pooled=True, not_pooled_reason="")
+    if plan.not_pooled:  # shown in the forest plot beside the pooled cohorts, marked as not pooled
+        shown = _not_pooled_rows(effects, plan, strata, alpha)
+        forest = pd.concat([forest, shown], ignore_index=True) if len(forest) else shown
+    forest.to_csv(forest_path, sep="\t", index=False, float_format="%.6g")
+
+    runs = []
+    for cohort in sensitivity_exclude:  # only cohorts that are in a primary fit can be left out of it
+        kind = plan.primary_group(cohort) if cohort in set(cohorts) else None
+        if kind is not None:
+            fit = run(plan.members(kind), [*off_scale_in(kind), cohort], kind)
+            runs.append(fit.assign(analysis=ANALYSIS_LEAVE_ONE_OUT, excluded=cohort))
+    runs += [
+        run(plan.members(kind), [], kind).assign(analysis=ANALYSIS_ALL_SCALES, excluded="")
+        for kind in plan.groups
+        if off_scale_in(kind)
+    ]
+    runs += _cross_contrast_runs(effects, plan, run)
     empty = meta.iloc[0:0].assign(analysis="", excluded="")
     sensitivity = pd.concat(runs, ignore_index=True) if runs else empty
     sensitivity.to_csv(sensitivity_path, sep="\t", index=False, float_format="%.6g")
     log.info(
-        "meta-analysis of %d features over %d cohorts (%d off-scale) written to %s",
+        "meta-analysis of %d features over %d cohorts: primary fits %s, %d shown but not pooled; "
+        "written to %s",
         meta["feature"].nunique(),
         len(cohorts),
-        len(off_scale),
+        {kind: members for kind, members in plan.groups.items()},
+        len(plan.not_pooled),
         meta_path,
     )
     return meta
 
 
+def _cross_contrast_runs(
+    effects: pd.DataFrame, plan: PoolingPlan, run: Callable[[Sequence[str], Sequence[str], str], pd.DataFrame]
+) -> list[pd.DataFrame]:
+    """Sensitivity fits that pool across contrast kinds (the scale rule kept), each labelled.
+
+    "severity contrasts pooled" joins severe vs mild with critical vs severe when both are declared;
+    "all contrasts pooled" joins every cohort (disease vs healthy, other) when that adds to the former.
+    """
+    out = []
+    declared = set(plan.kinds.values())
+    severity = [c for c, k in plan.kinds.items() if k in SEVERITY_KINDS]
+    if len(declared & SEVERITY_KINDS) > 1:
+        sub = effects[effects["cohort"].isin(severity)]
+        fit = run(severity, off_scale_cohorts(sub), SEVERITY_CONTRASTS)
+        out.append(fit.assign(analysis=ANALYSIS_SEVERITY_CONTRASTS, excluded=""))
+    everyone = list(plan.kinds)
+    # Needed when a cohort is of a non-severity kind, or of kind `other` (never pooled otherwise); with
+    # severity kinds alone it would repeat the fit above.
+    crosses = len(declared) > 1 or any(pooling_kind(k) is None for k in declared)
+    if len(everyone) >= 2 and crosses and set(everyone) != set(severity):
+        fit = run(everyone, off_scale_cohorts(effects), ALL_CONTRASTS)
+        out.append(fit.assign(analysis=ANALYSIS_ALL_CONTRASTS, excluded=""))
+    return out
+
+
 def _not_pooled_rows(
-    effects: pd.DataFrame, cohorts: Sequence[str], strata: Sequence[str], alpha: float
+    effects: pd.DataFrame, plan: PoolingPlan, strata: Sequence[str], alpha: float
 ) -> pd.DataFrame:
-    """Forest rows (``pooled`` False, no weight) for cohorts shown beside, but not in, the pooled fit."""
+    """Forest rows (``pooled`` False, no weight, with the reason) for cohorts shown beside, not in, a fit."""
     df = _validated(effects)
-    df = df[df["cohort"].isin(list(cohorts)) & _contributes(df)]
+    df = df[df["cohort"].isin(list(plan.not_pooled)) & _contributes(df)]
     z = float(stats.norm.isf(alpha / 2))
     parts = []
     for stratum in strata:
@@ -668,6 +853,7 @@ def _not_pooled_rows(
         parts.append(
             pd.DataFrame(
                 {
+                    "contrast": sub["contrast"],
                     "stratum": stratum,
                     "feature": sub["feature"],
                     "row_type": "cohort",
@@ -681,6 +867,7 @@ def _not_pooled_rows(
                     "n": sub["n"],
                     "weight": np.nan,
                     "pooled": False,
+                    "not_pooled_reason": sub["cohort"].map(plan.not_pooled),
                 }
             )
         )

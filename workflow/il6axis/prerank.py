@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger("il6axis.prerank")
 
@@ -44,8 +45,8 @@ _M32 = (1 << 32) - 1
 _M64 = (1 << 64) - 1
 _B32 = 1 << 32
 # Lanes x steps of one block of generator draws: 262,144 32-bit draws (1 MiB), ~30 shuffles of 17,600 genes.
-LANES = 256
-LANE_STEPS = 1024
+LANES = 1024
+LANE_STEPS = 256
 # Permutations scored together (positions of the set genes: PERMUTATION_BLOCK x set genes integers).
 PERMUTATION_BLOCK = 250
 
@@ -90,25 +91,30 @@ def _advance(words: list[int]) -> list[int]:
 
 
 def _to_bits(words: list[int]) -> np.ndarray:
-    """State words -> 256 bits (word w, bit b at 64 w + b), as float64 for BLAS products."""
-    packed = np.array(words, dtype="<u8").view(np.uint8)
-    return np.unpackbits(packed, bitorder="little").astype(np.float64)
+    """State words -> 256 bits (word w, bit b at 64 w + b)."""
+    return np.unpackbits(np.array(words, dtype="<u8").view(np.uint8), bitorder="little")
+
+
+def _gf2_product(matrix: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """``matrix @ bits`` over GF(2), by a float32 product (exact: sums <= 256) on one BLAS thread."""
+    with threadpool_limits(1):  # a 256 x 256 product: extra threads only contend
+        return (np.matmul(matrix, bits.astype(np.float32)).astype(np.uint16) & 1).astype(np.uint8)
 
 
 def _jump_matrix(steps: int) -> np.ndarray:
-    """The 256 x 256 GF(2) matrix of ``steps`` state updates (float64 products are exact: sums <= 256)."""
-    one = np.empty((256, 256))
+    """The 256 x 256 GF(2) matrix of ``steps`` state updates."""
+    one = np.empty((256, 256), dtype=np.uint8)
     for k in range(256):
         basis = [0, 0, 0, 0]
         basis[k // 64] = 1 << (k % 64)
         one[:, k] = _to_bits(_advance(basis))
-    result, base = np.eye(256), one
+    result, base = np.eye(256, dtype=np.uint8), one
     while steps:
         if steps & 1:
-            result = (result @ base) % 2
-        base = (base @ base) % 2
+            result = _gf2_product(result, base)
+        base = _gf2_product(base, base)
         steps >>= 1
-    return result
+    return result.astype(np.float32)
 
 
 class _Draws:
@@ -125,29 +131,38 @@ class _Draws:
         starts = _to_bits(_seed_state(seed))[:, None]
         jump = _jump_matrix(lane_steps)
         while starts.shape[1] < lanes:  # lanes [0, m) -> [0, 2m): advance all by m * lane_steps
-            starts = np.concatenate([starts, (jump @ starts) % 2], axis=1)
-            jump = (jump @ jump) % 2
+            starts = np.concatenate([starts, _gf2_product(jump, starts)], axis=1)
+            jump = _gf2_product(jump, jump).astype(np.float32)
         self._starts = starts  # 256 bits x lanes
         self._block_jump = jump  # lanes * lane_steps steps
         self._buffer = np.empty(0, dtype=np.uint32)
         self._pos = 0
 
     def _block(self) -> np.ndarray:
-        packed = np.packbits(self._starts.astype(np.uint8), axis=0, bitorder="little")  # 32 bytes x lanes
+        packed = np.packbits(self._starts, axis=0, bitorder="little")  # 32 bytes x lanes
         words = np.ascontiguousarray(packed.T).view("<u8").astype(np.uint64)  # lanes x 4
         s0, s1, s2, s3 = (words[:, i].copy() for i in range(4))
+        x, y, t = np.empty_like(s0), np.empty_like(s0), np.empty_like(s0)
+        c17, c19, c23, c32, c41, c45 = (np.uint64(c) for c in (17, 19, 23, 32, 41, 45))
         out = np.empty((self._lane_steps, len(s0)), dtype=np.uint32)
-        for step in range(self._lane_steps):
-            x = s0 + s3  # wraps modulo 2**64, as Rust's wrapping_add
-            out[step] = (((x << np.uint64(23)) | (x >> np.uint64(41))) + s0) >> np.uint64(32)
-            t = s1 << np.uint64(17)
+        for step in range(self._lane_steps):  # uint64 arithmetic wraps modulo 2**64, as Rust's wrapping_add
+            np.add(s0, s3, out=x)
+            np.left_shift(x, c23, out=y)
+            np.right_shift(x, c41, out=x)
+            np.bitwise_or(x, y, out=x)
+            np.add(x, s0, out=x)
+            np.right_shift(x, c32, out=x)
+            out[step] = x  # the draw: the upper 32 bits of the output
+            np.left_shift(s1, c17, out=t)
             s2 ^= s0
             s3 ^= s1
             s1 ^= s2
             s0 ^= s3
             s2 ^= t
-            s3 = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
-        self._starts = (self._block_jump @ self._starts) % 2
+            np.left_shift(s3, c45, out=y)
+            np.right_shift(s3, c19, out=s3)
+            s3 |= y
+        self._starts = _gf2_product(self._block_jump, self._starts)
         return out  # steps x lanes: lane after lane (out.T) is stream order
 
     def take(self, n: int) -> list[int]:

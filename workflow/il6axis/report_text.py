@@ -2,6 +2,9 @@
 
 Nothing here is written by hand about the data: every number, direction, verdict and caveat is read from
 the meta-analysis tables and the per-cohort summaries, so the front page cannot drift from the results.
+Each cohort is described by its declared contrast (``summary.json`` ``contrast``: e.g. ICU vs non-ICU, or
+acute COVID-19 vs healthy donors), never by the internal slot names severe / mild, and pooled results are
+reported per contrast kind, as the meta-analysis fits them (``il6axis.meta.pooling_plan``).
 The output is reStructuredText, because Snakemake renders the report's front page (``workflow.rst``)
 with docutils; the workflow reads the generated text into ``config["_report"]`` at parse time, and
 ``workflow.rst`` includes it with Jinja.
@@ -21,9 +24,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from il6axis.contrast import DEFAULT_KIND, KIND_LABEL, KINDS, Contrast, contrast_from_summary
 from il6axis.errors import InputError
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
-from il6axis.meta import off_primary_scale
+from il6axis.meta import (
+    ANALYSIS_ALL_CONTRASTS,
+    ANALYSIS_SEVERITY_CONTRASTS,
+    NOT_POOLED_SCALE,
+    PoolingPlan,
+    pooling_plan,
+)
+from il6axis.severity_model import SCALE_COUNTS
 
 __all__ = [
     "CORE_GENES",
@@ -136,23 +147,56 @@ def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
     return [*lines, ""]
 
 
-def _off_scale(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return off_primary_scale((c, s.get("scale")) for c, s in summaries.items())
+def _contrast(cohort: str, summary: Mapping[str, Any]) -> Contrast:
+    return contrast_from_summary(summary, source=f"summary.json of {cohort}")
 
 
-def _stratum_cohorts(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Pooled cohorts in each material stratum (and ``all``), in the given cohort order.
+def _plan(summaries: Mapping[str, Mapping[str, Any]]) -> PoolingPlan:
+    """The meta-analysis' pooling groups, from the summaries (contrast kind and scale per cohort)."""
+    return pooling_plan((c, _contrast(c, s).kind, s.get("scale")) for c, s in summaries.items())
 
-    Cohorts on another effect scale are left out as in the meta-analysis (``meta.off_primary_scale``).
-    """
+
+def _stratum_cohorts(
+    summaries: Mapping[str, Mapping[str, Any]], cohorts: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Cohorts in each material stratum (and ``all``), in the given cohort order; by default the cohorts
+    of every primary fit (cohorts off their kind's scale, or of kind ``other``, are left out as in the
+    meta-analysis), else only ``cohorts`` (one contrast kind's primary fit)."""
+    if cohorts is None:
+        plan = _plan(summaries)
+        cohorts = [c for members in plan.groups.values() for c in members]
     out: dict[str, list[str]] = {s: [] for s in STRATUM_ORDER}
-    not_pooled = set(_off_scale(summaries))
     for cohort, summary in summaries.items():
-        if cohort in not_pooled:
+        if cohort not in set(cohorts):
             continue
         out[_TISSUE_STRATUM.get(str(summary.get("tissue", "other")), "other")].append(cohort)
         out["all"].append(cohort)
     return out
+
+
+def _kind_parts(
+    meta: pd.DataFrame, summaries: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, pd.DataFrame, dict[str, list[str]]]]:
+    """(contrast kind, its rows of the meta table, its cohorts per stratum) for each primary fit, in
+    ``KINDS`` order. A meta table without a ``contrast`` column (older runs) is one severe-vs-mild fit."""
+    plan = _plan(summaries)
+    kinds = (
+        meta["contrast"].astype(str) if "contrast" in meta.columns else pd.Series(DEFAULT_KIND, meta.index)
+    )
+    return [
+        (kind, meta[kinds == kind], _stratum_cohorts(summaries, members))
+        for kind, members in plan.groups.items()
+        if kind in set(kinds)
+    ]
+
+
+def _kind_heading(kind: str, cohorts: Sequence[str], several: bool) -> list[str]:
+    """Lead line of one contrast kind's block when several kinds were fitted (nothing otherwise)."""
+    if not several:
+        return []
+    listed = ", ".join(f"``{c}``" for c in cohorts)
+    note = "" if kind in ("severe_vs_mild", "critical_vs_severe") else ", not a severity contrast"
+    return [f"*Contrast {KIND_LABEL.get(kind, kind)}* (pooled only with each other{note}: {listed})", ""]
 
 
 def _shown_strata(meta: pd.DataFrame, members: Mapping[str, list[str]]) -> list[str]:
@@ -181,37 +225,109 @@ def _cohort_section(summaries: Mapping[str, Mapping[str, Any]], alpha: float) ->
     n = len(summaries)
     total = sum(sum(int(v) for v in s.get("n_per_group", {}).values()) for s in summaries.values())
     lines += [
-        f"{n} cohort{'s' if n != 1 else ''} entered the severe-vs-mild analysis ({total} samples); up / down "
-        f"count the genes with padj < {alpha:g}.",
+        f"{n} cohort{'s' if n != 1 else ''} entered the analysis ({total} samples). Each compares the two "
+        "groups it declares (config ``contrast``): the first is the case group, the second the reference "
+        f"level of its model, so a positive effect is higher in the case group; up / down count the genes "
+        f"with padj < {alpha:g}.",
         "",
     ]
     rows = []
+    contrasts = {c: _contrast(c, s) for c, s in summaries.items()}
     for cohort, s in summaries.items():
         groups = s.get("n_per_group", {})
         tissue = str(s.get("tissue", ""))
         calls = f"{s.get('n_up', 'NA')} / {s.get('n_down', 'NA')}"
+        contrast = contrasts[cohort]
         rows.append(
             [
                 f"``{cohort}``",
                 TISSUE_LABEL.get(tissue, rst_escape(tissue)),
-                str(groups.get("severe", "NA")),
-                str(groups.get("mild", "NA")),
+                rst_escape(contrast.describe(groups)),
+                rst_escape(contrast.kind_label + ("" if contrast.is_severity else " (not severity)")),
                 f"``{s.get('design', 'NA')}``",
                 f"{s.get('n_tested', 'NA')} ({calls})",
             ]
         )
-    header = ["cohort", "material", "severe", "mild", "design", "genes tested (up / down)"]
+    header = [
+        "cohort",
+        "material",
+        "compares (declared contrast)",
+        "kind",
+        "design",
+        "genes tested (up / down)",
+    ]
     lines += _list_table(header, rows)
-    off_scale = _off_scale(summaries)
-    if off_scale:
-        names = ", ".join(f"``{c}``" for c in off_scale)
+    lines += _contrast_notes(summaries, contrasts)
+    plan = _plan(summaries)
+    off_scale = [c for c, why in plan.not_pooled.items() if why == NOT_POOLED_SCALE]
+    linear = [c for c, s in summaries.items() if s.get("scale") not in (None, "", SCALE_COUNTS)]
+    if linear:
+        names = ", ".join(f"``{c}``" for c in linear)
+        if off_scale:
+            pooling = (
+                "the forest plots show it (hollow marker) but the pooled estimates leave it out; the pooled "
+                'analysis with it is in ``results/meta/*_sensitivity.tsv`` (analysis "all scales pooled").'
+            )
+        else:  # no count cohort of the same contrast kind: pooled only with cohorts on its own scale
+            pooling = (
+                "no cohort of its contrast kind is on the count scale, so it is pooled only with cohorts "
+                "of its kind on its own scale."
+            )
         lines += [
             f"{names}: only normalised values are published, and rounding does not make them counts, so "
             "severity was tested with a linear model on log2 values with moderated variances "
             "(limma-trend's method), not the NB model: log2(value + 1) of linear values, or values "
             "published as log2 taken as they are (no second log). Its effects are on a different scale: "
-            "the forest plots show it (hollow marker) but the pooled estimates leave it out; the pooled "
-            'analysis with it is in ``results/meta/*_sensitivity.tsv`` (analysis "all scales pooled").',
+            f"{pooling}",
+            "",
+        ]
+    return lines
+
+
+def _contrast_notes(
+    summaries: Mapping[str, Mapping[str, Any]], contrasts: Mapping[str, Contrast]
+) -> list[str]:
+    """A warning for every cohort whose declared contrast is not a severity contrast, a note for a
+    critical-vs-severe one, and how the meta-analysis treats several contrast kinds."""
+    lines: list[str] = []
+    kinds = {c.kind for c in contrasts.values()}
+    for cohort, contrast in contrasts.items():
+        n = summaries[cohort].get("n_per_group", {})
+        what = f"``{cohort}`` compares {rst_escape(contrast.with_n(n))}"
+        if contrast.kind == "other":
+            lines += [
+                ".. warning::",
+                "",
+                f"   {what}: a declared contrast of kind *other*, **not a severity contrast**. Its effects "
+                "answer another question than severe vs mild disease; it is never pooled with another "
+                "cohort in the primary meta-analysis (shown in the forest plots as not pooled), only in the "
+                f'sensitivity run "{ANALYSIS_ALL_CONTRASTS}".',
+                "",
+            ]
+        elif not contrast.is_severity:
+            lines += [
+                ".. warning::",
+                "",
+                f"   {what} (*{contrast.kind_label}*): **not a severity contrast**. Its reference group "
+                f"({rst_escape(contrast.reference)}) is not mild disease, so its effects mix infection "
+                "with severity. The meta-analysis pools it only with other cohorts of this kind, and with "
+                f'severity contrasts only in the labelled sensitivity run "{ANALYSIS_ALL_CONTRASTS}".',
+                "",
+            ]
+        elif contrast.kind == "critical_vs_severe":
+            lines += [
+                f"{what} (*{contrast.kind_label}*): its reference group is already severely ill, so the "
+                "effect is that of critical over severe disease, expected to be smaller than severe vs "
+                "mild. It is pooled only with other critical-vs-severe cohorts; with severe-vs-mild "
+                f'cohorts only in the sensitivity run "{ANALYSIS_SEVERITY_CONTRASTS}".',
+                "",
+            ]
+    if len(kinds) > 1:
+        listed = ", ".join(KIND_LABEL[k] for k in KINDS if k in kinds)
+        lines += [
+            f"Contrast kinds declared: {listed}. Cohorts are pooled only with cohorts of the same kind; "
+            "every cross-contrast fit is a labelled sensitivity analysis in "
+            "``results/meta/*_sensitivity.tsv``.",
             "",
         ]
     return lines
@@ -285,43 +401,67 @@ def _stratum_block(
 
 def _gene_section(
     meta: pd.DataFrame,
-    members: Mapping[str, list[str]],
+    summaries: Mapping[str, Mapping[str, Any]],
     alpha: float,
     forest: pd.DataFrame | None,
     core: Sequence[str],
 ) -> list[str]:
     lines = _heading("IL-6 axis genes across cohorts")
+    parts = _kind_parts(meta, summaries)
+    if not parts:
+        return [
+            *lines,
+            "No two cohorts could be pooled (see the cohort table).",
+            "",
+            *_not_pooled_lines(summaries),
+        ]
+    what = KIND_LABEL[parts[0][0]] if len(parts) == 1 else "case vs reference of each cohort's contrast"
     lines += [
-        "Random-effects pooled MLE log2 fold change (severe vs mild) with its 95% t interval, BH q across "
+        f"Random-effects pooled MLE log2 fold change ({what}) with its 95% t interval, BH q across "
         "the panel within the stratum, and the number of cohorts per direction; a stratum with one cohort "
         "shows that cohort's estimate with its 95% Wald interval and padj.",
         "",
     ]
-    for stratum in _shown_strata(meta, members):
-        part = meta[meta["stratum"] == stratum].set_index("feature")
-        cohorts = members[stratum]
-        genes = [g for g in core if g in part.index]
-        lines += _stratum_block(part, genes, {g: g for g in genes}, stratum, cohorts, "log2FC", forest)
-        if len(cohorts) >= 2:
-            others = part[(~part.index.isin(core)) & (part["q"] < alpha)].sort_values("q")
-            if len(others):
-                shown = [
-                    f"{g} ({_num(r['pooled_log2FoldChange'])})" for g, r in others.head(MAX_LISTED).iterrows()
-                ]
-                more = f" and {len(others) - MAX_LISTED} more" if len(others) > MAX_LISTED else ""
-                lines.append(
-                    f"- Other panel genes with q < {alpha:g} (pooled log2FC): "
-                    f"{rst_escape(', '.join(shown))}{more}"
-                )
-            elif (part["k"] >= 2).any():
-                lines.append(f"- No other panel gene reaches q < {alpha:g} in this stratum.")
-            lines.append("")
-    return lines
+    for kind, part_k, members in parts:
+        lines += _kind_heading(kind, members["all"], len(parts) > 1)
+        for stratum in _shown_strata(part_k, members):
+            part = part_k[part_k["stratum"] == stratum].set_index("feature")
+            cohorts = members[stratum]
+            genes = [g for g in core if g in part.index]
+            lines += _stratum_block(part, genes, {g: g for g in genes}, stratum, cohorts, "log2FC", forest)
+            if len(cohorts) >= 2:
+                others = part[(~part.index.isin(core)) & (part["q"] < alpha)].sort_values("q")
+                if len(others):
+                    shown = [
+                        f"{g} ({_num(r['pooled_log2FoldChange'])})"
+                        for g, r in others.head(MAX_LISTED).iterrows()
+                    ]
+                    more = f" and {len(others) - MAX_LISTED} more" if len(others) > MAX_LISTED else ""
+                    lines.append(
+                        f"- Other panel genes with q < {alpha:g} (pooled log2FC): "
+                        f"{rst_escape(', '.join(shown))}{more}"
+                    )
+                elif (part["k"] >= 2).any():
+                    lines.append(f"- No other panel gene reaches q < {alpha:g} in this stratum.")
+                lines.append("")
+    return [*lines, *_not_pooled_lines(summaries)]
+
+
+def _not_pooled_lines(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Cohorts in no primary fit (other effect scale, contrast kind ``other``), with the reason."""
+    plan = _plan(summaries)
+    if not plan.not_pooled:
+        return []
+    listed = "; ".join(f"``{c}`` ({rst_escape(why)})" for c, why in plan.not_pooled.items())
+    return [
+        f"Not in any pooled estimate above, shown in the forest plots: {listed}.",
+        "",
+    ]
 
 
 def _score_section(
     meta: pd.DataFrame,
-    members: Mapping[str, list[str]],
+    summaries: Mapping[str, Mapping[str, Any]],
     forest: pd.DataFrame | None,
     method: str = SCORE_METHOD,
 ) -> list[str]:
@@ -330,19 +470,23 @@ def _score_section(
     lines = _heading("Pathway scores")
     if part_all.empty:
         return [*lines, f"No pathway score of method ``{method}`` was meta-analysed.", ""]
+    parts = _kind_parts(part_all, summaries)
     lines += [
         f"Per-sample scores (``{method}``: mean z of severity-blind VST expression over the set's genes), "
-        "severe minus mild from ``score ~ covariates + severity``, pooled like the genes (score units).",
+        "case minus reference group from ``score ~ covariates + severity``, pooled like the genes (score "
+        "units).",
         "",
     ]
-    for stratum in _shown_strata(meta, members):
-        part = part_all[part_all["stratum"] == stratum]
-        order = part.sort_values(["q", "feature"], na_position="last")["feature"].tolist()
-        names = {f: rst_escape(str(f)[: -len(suffix)]) for f in order}
-        block = _stratum_block(
-            part.set_index("feature"), order, names, stratum, members[stratum], "score units", forest
-        )
-        lines += [*block, ""] if block[-1] else block
+    for kind, part_k, members in parts:
+        lines += _kind_heading(kind, members["all"], len(parts) > 1)
+        for stratum in _shown_strata(part_k, members):
+            part = part_k[part_k["stratum"] == stratum]
+            order = part.sort_values(["q", "feature"], na_position="last")["feature"].tolist()
+            names = {f: rst_escape(str(f)[: -len(suffix)]) for f in order}
+            block = _stratum_block(
+                part.set_index("feature"), order, names, stratum, members[stratum], "score units", forest
+            )
+            lines += [*block, ""] if block[-1] else block
     return lines
 
 
@@ -456,12 +600,15 @@ def _set_aside_section(
 
 
 def _il6_caveat(
-    meta_genes: pd.DataFrame, members: Mapping[str, list[str]], panels: Mapping[str, pd.DataFrame] | None
+    meta_genes: pd.DataFrame,
+    n_pooled: int,
+    panels: Mapping[str, pd.DataFrame] | None,
+    contrasts: Mapping[str, Contrast] | None = None,
 ) -> str:
     """How often IL6 itself could be tested, with detection where the panel tables say why not."""
-    n = len(members["all"])
     il6 = meta_genes[(meta_genes["feature"] == "IL6") & (meta_genes["stratum"] == "all")]
-    k = int(il6["k"].iloc[0]) if len(il6) and np.isfinite(il6["k"].iloc[0]) else None
+    ks = [int(k) for k in il6["k"] if np.isfinite(k)]
+    k = sum(ks) if ks else None  # one 'all' row per contrast kind: the kinds' cohorts do not overlap
     details = []
     for cohort, table in (panels or {}).items():
         row = table[table["symbol"] == "IL6"]
@@ -477,11 +624,14 @@ def _il6_caveat(
                 f"present but not tested in ``{cohort}`` ({rst_escape(r.get('not_tested_reason', ''))})"
             )
         elif "detection_severe" in r and np.isfinite(r["detection_severe"]):
+            case = rst_escape((contrasts or {}).get(cohort, Contrast()).case)
             details.append(
-                f"detected in {100 * r['detection_severe']:.0f}% of severe samples of ``{cohort}``"
+                f"detected in {100 * r['detection_severe']:.0f}% of {case} samples of ``{cohort}``"
             )
     head = (
-        f"IL6 mRNA entered the test in {k} of {n} cohorts" if k is not None else "IL6 was not meta-analysed"
+        f"IL6 mRNA entered the test in {k} of {n_pooled} cohorts"
+        if k is not None
+        else "IL6 was not meta-analysed"
     )
     tail = f" ({'; '.join(details)})" if details else ""
     return (
@@ -492,43 +642,64 @@ def _il6_caveat(
 
 def _caveats_section(
     meta_genes: pd.DataFrame,
-    members: Mapping[str, list[str]],
+    summaries: Mapping[str, Mapping[str, Any]],
     orientation: Mapping[str, Mapping[str, Any]],
     panels: Mapping[str, pd.DataFrame] | None,
     core: Sequence[str],
 ) -> list[str]:
     lines = _heading("Caveats computed from these results")
-    analysed = set(meta_genes["stratum"])
-    for stratum in STRATUM_ORDER:
-        cohorts = members[stratum]
-        if stratum not in analysed or (
-            stratum == "all" and stratum not in _shown_strata(meta_genes, members)
-        ):
-            continue
-        name = STRATUM_NAME[stratum]
-        if stratum != "all" and len(cohorts) == 1:
+    parts = _kind_parts(meta_genes, summaries)
+    several = len(parts) > 1
+    for kind, part_k, members in parts:
+        analysed = set(part_k["stratum"])
+        prefix = f"{KIND_LABEL.get(kind, kind)}, " if several else ""
+        for stratum in STRATUM_ORDER:
+            cohorts = members[stratum]
+            if stratum not in analysed or (
+                stratum == "all" and stratum not in _shown_strata(part_k, members)
+            ):
+                continue
+            name = prefix + STRATUM_NAME[stratum]
+            if stratum != "all" and len(cohorts) == 1:
+                lines.append(
+                    f"- No pooled estimate for {name}: one cohort (``{cohorts[0]}``); its rows are that "
+                    "cohort's own estimates."
+                )
+            elif len(cohorts) == 2:
+                lines.append(
+                    f"- {name[0].upper() + name[1:]}: only 2 cohorts, so the 1-df t interval is very wide "
+                    "and tau² is barely estimable."
+                )
+        if "all" in analysed and sum(1 for s in STRATUM_ORDER[:-1] if members[s]) > 1:
+            mixed = " and ".join(STRATUM_NAME[s] for s in STRATUM_ORDER[:-1] if members[s])
+            sentence = f"{prefix}pooling across materials mixes {mixed}"
             lines.append(
-                f"- No pooled estimate for {name}: one cohort (``{cohorts[0]}``); its rows are that "
-                "cohort's own estimates."
+                f"- {sentence[0].upper() + sentence[1:]}, whose cell composition differs: a sensitivity "
+                "analysis only."
             )
-        elif len(cohorts) == 2:
-            lines.append(
-                f"- {name[0].upper() + name[1:]}: only 2 cohorts, so the 1-df t interval is very wide and "
-                "tau² is barely estimable."
-            )
-    if len(members["all"]) < 2:
+    n_pooled = sum(len(members["all"]) for _, _, members in parts)
+    if len(summaries) < 2:
         lines.append("- Only one cohort was analysed: no estimate is pooled anywhere (k < 2).")
-    elif "all" in analysed and sum(1 for s in STRATUM_ORDER[:-1] if members[s]) > 1:
-        mixed = " and ".join(STRATUM_NAME[s] for s in STRATUM_ORDER[:-1] if members[s])
+    elif all(len(members["all"]) < 2 for _, _, members in parts):
         lines.append(
-            f"- Pooling across materials mixes {mixed}, whose cell composition differs: a sensitivity "
-            "analysis only."
+            "- No two cohorts share a contrast kind (and effect scale): no estimate is pooled in the "
+            "primary analysis (k < 2); the cross-contrast fits are in ``results/meta/*_sensitivity.tsv``."
+        )
+    if several:
+        lines.append(
+            "- Cohorts of different contrast kinds answer different questions and were not pooled together; "
+            "pooled estimates of one kind do not carry over to another."
         )
     heterogeneous = meta_genes[
         meta_genes["feature"].isin(core) & (meta_genes["k"] >= 2) & (meta_genes["i2"] > HIGH_I2)
     ]
     if len(heterogeneous):
-        items = [f"{r.feature} ({r.stratum}, I² = {100 * r.i2:.0f}%)" for r in heterogeneous.itertuples()]
+        kinds = heterogeneous.get("contrast", pd.Series(DEFAULT_KIND, index=heterogeneous.index))
+        items = [
+            f"{r.feature} ({f'{KIND_LABEL.get(k, k)}, ' if several else ''}{r.stratum}, "
+            f"I² = {100 * r.i2:.0f}%)"
+            for r, k in zip(heterogeneous.itertuples(), kinds, strict=True)
+        ]
         lines.append(
             f"- Substantial heterogeneity (I² > {100 * HIGH_I2:.0f}%): {rst_escape(', '.join(items))}."
         )
@@ -537,7 +708,8 @@ def _caveats_section(
         if mixed.any():
             lines.append(f"- {int(mixed.sum())} pooled rows mix effect scales (sensitivity analysis only).")
     if "IL6" in set(meta_genes["feature"]):
-        lines.append(_il6_caveat(meta_genes, members, panels))
+        contrasts = {c: _contrast(c, s) for c, s in summaries.items()}
+        lines.append(_il6_caveat(meta_genes, n_pooled, panels, contrasts))
     flagged = [c for c, v in orientation.items() if v.get("status") != "consistent"]
     if flagged:
         lines.append(
@@ -576,15 +748,14 @@ def headlines_rst(
     _check_meta(meta_scores, "pathway-score meta-analysis table")
     if not summaries:
         raise InputError("headlines_rst: no cohort summaries given (results/de/{cohort}/summary.json).")
-    members = _stratum_cohorts(summaries)
     lines: list[str] = []
     lines += _cohort_section(summaries, alpha)
     lines += _set_aside_section(unmatched, subjects)
-    lines += _gene_section(meta_genes, members, alpha, forest_genes, core)
-    lines += _score_section(meta_scores, members, forest_scores)
+    lines += _gene_section(meta_genes, summaries, alpha, forest_genes, core)
+    lines += _score_section(meta_scores, summaries, forest_scores)
     lines += _orientation_section(orientation)
     lines += _composition_section(composition, composition_tables, core)
-    lines += _caveats_section(meta_genes, members, orientation, panels, core)
+    lines += _caveats_section(meta_genes, summaries, orientation, panels, core)
     return "\n".join(lines).rstrip() + "\n"
 
 

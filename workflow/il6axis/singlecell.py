@@ -36,6 +36,7 @@ import scipy.sparse as sp  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from il6axis.cohort import define_contrast, to_anndata  # noqa: E402
+from il6axis.contrast import Contrast, contrast_from_config, contrast_from_uns  # noqa: E402
 from il6axis.de import DeSettings, contrast_design_frame, run_and_write  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING
@@ -575,10 +576,12 @@ def _join_sheet(table: pd.DataFrame, sheet: pd.DataFrame, source: str) -> pd.Dat
     return pd.concat([table, sheet.drop(columns=sheet.columns.intersection(table.columns))], axis=1)
 
 
-def power_note(n_per_group: Mapping[str, int]) -> str:
-    """One sentence on what a pseudobulk contrast of this size can support."""
+def power_note(n_per_group: Mapping[str, int], contrast: Contrast | None = None) -> str:
+    """One sentence on what a pseudobulk contrast of this size can support (groups named as declared)."""
     n_min = min(n_per_group.get(SEVERE, 0), n_per_group.get(MILD, 0))
-    sizes = f"{n_per_group.get(SEVERE, 0)} severe vs {n_per_group.get(MILD, 0)} mild donors"
+    contrast = contrast or Contrast()
+    n_case, n_reference = n_per_group.get(SEVERE, 0), n_per_group.get(MILD, 0)
+    sizes = f"{n_case} {contrast.case} vs {n_reference} {contrast.reference} donors"
     if n_min < UNDERPOWERED_BELOW:
         return f"{sizes}: underpowered; results exercise the code and support no inference"
     return f"{sizes}: donors are the replicates"
@@ -624,7 +627,7 @@ def celltype_adata(
         "tissue": TISSUE,
         "cell_type": cell_type,
         "covariates": list(covariates),
-        "power_note": power_note(n_per_group),
+        "power_note": power_note(n_per_group, contrast_from_uns(dict(uns or {}))),
         **dict(uns or {}),
     }
     return to_anndata(counts.T, obs, info)
@@ -780,9 +783,13 @@ def panel_subsample(
 # Figures
 
 
-def _donor_counts_text(donor_obs: pd.DataFrame) -> str:
+def _donor_counts_text(donor_obs: pd.DataFrame, contrast: Contrast | None = None) -> str:
     n = donor_obs["severity"].astype(str).value_counts()
-    text = f"donors: severe {n.get(SEVERE, 0)}, mild {n.get(MILD, 0)}, excluded {n.get(EXCLUDED, 0)}"
+    contrast = contrast or Contrast()
+    text = (
+        f"donors: {contrast.case} {n.get(SEVERE, 0)}, {contrast.reference} {n.get(MILD, 0)}, "
+        f"excluded {n.get(EXCLUDED, 0)}"
+    )
     if min(n.get(SEVERE, 0), n.get(MILD, 0)) < UNDERPOWERED_BELOW:
         text += " (underpowered: code exercise, no inference)"
     return text
@@ -849,13 +856,19 @@ def panel_dotplot(
 
 
 def celltype_volcano(
-    table: pd.DataFrame, label_genes: Sequence[str], alpha: float, title: str, out_path: str | Path
+    table: pd.DataFrame,
+    label_genes: Sequence[str],
+    alpha: float,
+    title: str,
+    out_path: str | Path,
+    contrast: Contrast | None = None,
 ) -> None:
-    """The bulk volcano (il6axis.plots.volcano) for one cell type's DE table."""
+    """The bulk volcano (il6axis.plots.volcano) for one cell type's DE table (axis and legend name the
+    declared ``contrast``)."""
     from il6axis import plots
     from il6axis.style import save
 
-    save(plots.volcano(table, label_genes, alpha, title), [out_path])
+    save(plots.volcano(table, label_genes, alpha, title, contrast), [out_path])
 
 
 def pathway_score_plot(scores: pd.DataFrame, out_path: str | Path, title: str) -> None:
@@ -1005,9 +1018,11 @@ def build_pseudobulk(
         kept=meta.index.isin(kept.index),
     )
     covariates = list(spec.get("covariates", {}))
+    declared = contrast_from_config(spec, f"singlecell_cohorts.{name}")
     adatas = {
         ct: celltype_adata(counts, kept, donor_obs, ct, cohort=name, covariates=covariates,
-                           uns={"source_tissue": spec.get("tissue", ""), "h5ad": path.name})
+                           uns={"source_tissue": spec.get("tissue", ""), "h5ad": path.name,
+                                "contrast": declared.to_uns()})
         for ct in sorted(kept["cell_type"].unique())
     }  # fmt: skip
     donor = _labels(obs, settings.donor_key, path, "donor_key")
@@ -1078,6 +1093,7 @@ def analyse_celltypes(
     plots.mkdir(parents=True, exist_ok=True)
     types = pd.read_csv(out / "cell_types.tsv", sep="\t", dtype=str)
     overview, all_scores, all_tables = [], [], []
+    declared = Contrast()  # every cell type of a cohort carries the cohort's declared contrast
     for ct, s in zip(types["cell_type"], types["slug"], strict=True):
         adata = ad.read_h5ad(out / "pseudobulk" / f"{s}.h5ad")
         covariates = list(adata.uns.get("covariates", []))
@@ -1087,19 +1103,22 @@ def analyse_celltypes(
             adata, panel, covariates, de_settings, name,
             str(de_dir / "severe_vs_mild.tsv"), str(de_dir / "il6_panel.tsv"), str(de_dir / "summary.json"),
         )  # fmt: skip
-        note = power_note(result.n_per_group)
+        declared = contrast_from_uns(adata.uns, source=f"{name} {ct} pseudobulk")
+        note = power_note(result.n_per_group, declared)
         summary_path = de_dir / "summary.json"
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         summary.update({"cell_type": ct, "power_note": note, "n_cells": int(adata.obs["n_cells"].sum())})
         summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         n = result.n_per_group
-        title = f"{name}, {ct} (pseudobulk): severe (n={n[SEVERE]}) vs mild (n={n[MILD]}) donors"
+        title = f"{name}, {ct} (pseudobulk): {declared.with_n(n)} donors"
         if "underpowered" in note:
             title += "\nunderpowered: results exercise the code and support no inference"
         significant = result.table.loc[result.table["padj"] < de_settings.alpha, "gene"]
         labels = [*label_genes, *[g for g in panel["symbol"] if g in set(significant)]]
         title += "\ncircled: IL-6 receptor-JAK-STAT3 core and significant IL-6 panel genes"
-        celltype_volcano(result.table, labels, de_settings.alpha, title, plots / f"volcano_{s}.png")
+        celltype_volcano(
+            result.table, labels, de_settings.alpha, title, plots / f"volcano_{s}.png", declared
+        )
         scores = pathway_scores(adata, gene_sets)
         table = pathway_table(adata, scores, covariates)
         sev = adata.obs["severity"].astype(str)
@@ -1116,7 +1135,7 @@ def analyse_celltypes(
         donors = pd.read_csv(out / "donors.tsv", sep="\t", index_col=0)
         pathway_score_plot(
             scores_long, plots / "pathway_scores.png",
-            f"{name}: gene-set score per donor (pseudobulk), {_donor_counts_text(donors)}",
+            f"{name}: gene-set score per donor (pseudobulk), {_donor_counts_text(donors, declared)}",
         )  # fmt: skip
     cells_path = out / "panel_cells.h5ad"
     if cells_path.exists():
@@ -1128,7 +1147,8 @@ def analyse_celltypes(
         for kind in ("dotplot", "matrixplot"):
             panel_dotplot(
                 cells, genes, plots / f"panel_{kind}.png",
-                f"{name}: IL-6 panel in {cells.n_obs:,} cells; {_donor_counts_text(donors)}", kind=kind,
+                f"{name}: IL-6 panel in {cells.n_obs:,} cells; {_donor_counts_text(donors, declared)}",
+                kind=kind,
             )  # fmt: skip
     frame = pd.DataFrame(overview)
     frame.to_csv(out / "cell_types_analysed.tsv", sep="\t", index=False)

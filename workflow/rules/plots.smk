@@ -121,6 +121,7 @@ rule plot_meta:
         meta_scores="results/meta/pathway_scores.tsv",
         forest_scores="results/meta/forest_pathway_scores.tsv",
         panels=expand("results/de/{cohort}/il6_panel.tsv", cohort=enabled_cohorts()),
+        summaries=expand("results/de/{cohort}/summary.json", cohort=enabled_cohorts()),
         orientation=expand(
             "results/qc/{cohort}/orientation.json", cohort=enabled_cohorts()
         ),

@@ -1,4 +1,4 @@
-"""Random-effects meta-analysis of per-cohort severe-vs-mild effects (genes or pathway scores)."""
+"""Random-effects meta-analysis of per-cohort effects (genes or scores), pooled per declared contrast."""
 
 import sys
 from pathlib import Path
