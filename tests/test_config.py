@@ -44,6 +44,7 @@ def test_defaults_are_filled():
         "cooks_refit": True,
         "engine": "r_compatible",
         "threads": 2,
+        "stability": {"enabled": True, "method": "leave_one_out", "near_miss_factor": 2},
     }
 
 

@@ -64,7 +64,10 @@ def test_default_config_completes_for_all_four_cohorts(default_run):
         assert (workdir / f"results/plots/{cohort}/volcano.png").stat().st_size > 10_000
     # The primary pooled fit holds the three log2-count cohorts; GSE172114 (log2 values) only the
     # sensitivity fit that pools every scale.
-    meta = pd.read_csv(workdir / "results/meta/panel_genes.tsv", sep="\t").set_index(["stratum", "feature"])
+    meta = pd.read_csv(workdir / "results/meta/panel_genes.tsv", sep="\t")
+    # GSE172114 is declared critical vs severe: its own contrast kind, never pooled with severe vs mild.
+    assert set(meta.loc[meta["contrast"] == "critical_vs_severe", "cohorts"].dropna()) == {"GSE172114"}
+    meta = meta[meta["contrast"] == "severe_vs_mild"].set_index(["stratum", "feature"])
     assert meta.loc[("all", "IL6R"), "cohorts"].split(",") == ["GSE157103", "GSE152418", "GSE161731"]
     sensitivity = pd.read_csv(workdir / "results/meta/panel_genes_sensitivity.tsv", sep="\t")
     assert (sensitivity["cohorts"].str.split(",").map(set) == set(COHORTS)).any()

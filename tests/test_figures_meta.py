@@ -519,7 +519,10 @@ def test_front_page_renders_cohort_definitions_and_headlines(config_name, headli
         mild = ", ".join(map(str, severity["mild"]))
         declared = contrast_from_config(spec)
         case, reference = declared.case, declared.reference
-        assert f"severity field {severity['field']}; {case} (case): {severe}; {reference} (reference): {mild}" in text
+        assert (
+            f"severity field {severity['field']}; {case} (case): {severe}; {reference} (reference): {mild}"
+            in text
+        )
         assert f"contrast: {case} vs {reference} ({declared.kind_label})" in text
         design = " + ".join([*spec.get("covariates", {}), "severity"])
         assert f"design ~ {design}" in text
@@ -542,3 +545,58 @@ def test_headlines_name_a_normalised_cohort_and_keep_it_out_of_the_strata(headli
     assert "all scales pooled" in text
     assert "up in 2/2 whole-blood cohorts" in text  # still the two pooled whole-blood cohorts
     _rst_html(text)
+
+
+def test_a_healthy_reference_cohort_is_reported_and_drawn_as_its_own_contrast(tmp_path):
+    """PBMC3 compares acute COVID-19 with healthy donors (its `mild` slot): the front page names its groups,
+    warns, never calls the donors mild, and the forest plot keeps it apart from the severity cohorts."""
+    from il6axis.contrast import Contrast
+
+    healthy = Contrast("disease_vs_healthy", "acute COVID-19", "healthy donors")
+    effects = _effects(COHORTS, GENES)
+    summaries, paths = _summaries(), {}
+    summaries["PBMC3"]["contrast"] = healthy.to_dict(summaries["PBMC3"]["n_per_group"])
+    for cohort, part in effects.groupby("cohort"):
+        paths[cohort] = (tmp_path / f"{cohort}.tsv", tmp_path / f"{cohort}.json")
+        part.rename(columns={"feature": "gene"}).assign(tested=True, pvalue=0.5).to_csv(
+            paths[cohort][0], sep="\t", index=False
+        )
+        paths[cohort][1].write_text(json.dumps(summaries[cohort]))
+    names = list(COHORTS)
+    meta = run_meta(
+        names, [paths[c][0] for c in names], [paths[c][1] for c in names], GENES, 0.05,
+        ["all", "whole_blood", "pbmc"], "iterated", [], tmp_path / "meta.tsv", tmp_path / "forest.tsv",
+        tmp_path / "sens.tsv",
+    )  # fmt: skip
+    forest = pd.read_csv(tmp_path / "forest.tsv", sep="\t")
+    panels = _panels(effects)
+    panels["PBMC3"]["detection_severe"] = 0.8
+    text = headlines_rst(meta, meta.iloc[0:0], summaries, {}, {}, 0.05, panels=panels, forest_genes=forest)
+    _rst_html(text)
+    row = text[text.index("   * - ``PBMC3``") :].split("\n\n")[0]
+    n = summaries["PBMC3"]["n_per_group"]
+    assert f"acute COVID-19 (n={n['severe']}) vs healthy donors (n={n['mild']})" in row and "mild" not in row
+    warning = text[text.index(".. warning::") :].split("\n\n")[1]
+    assert "``PBMC3``" in warning and "**not a severity contrast**" in warning
+    assert "*Contrast disease vs healthy* (``PBMC3``; not pooled with cohorts of other kinds" in text
+    assert "*Contrast severe vs mild* (``WB1``, ``LEUK2``; pooled with each other only)" in text
+    assert "up in 2/2 whole-blood cohorts" in text  # the severe-vs-mild pooled lines are unchanged
+    assert "detected in 80% of acute COVID-19 samples of ``PBMC3``" in text  # IL6, tested in PBMC only
+
+    rows = fm._cohort_rows(forest, names)
+    contrasts = {"PBMC3": healthy}
+    meta_keys = list(zip(meta["contrast"], meta["stratum"], strict=True))
+    layout = [(kind, key) for kind, key, _ in fm._layout(rows, meta_keys, contrasts)]
+    assert layout == [
+        ("header", "severe_vs_mild"),
+        ("cohort", "WB1"),
+        ("cohort", "LEUK2"),
+        ("pooled", ("severe_vs_mild", "whole_blood")),
+        ("header", "disease_vs_healthy"),
+        ("cohort", "PBMC3"),  # alone in its kind: no diamond, and no cross-material 'all' diamond
+    ]
+    labels = [label for _, _, label in fm._layout(rows, meta_keys, contrasts)]
+    assert "PBMC3 (PBMC): acute COVID-19 vs healthy donors" in labels
+    assert "disease vs healthy (not a severity contrast)" in labels
+    fig = fm.forest_grid(forest, meta, ["SOCS3"], "x", "t", cohorts=names, contrasts=contrasts)
+    assert "never pooled together" in fig._suptitle.get_text()

@@ -581,12 +581,16 @@ def test_other_kind_is_never_pooled_and_severity_kinds_pool_only_in_sensitivity(
     assert shown.to_dict() == {"C2": "other effect scale", "O1": "contrast kind 'other'"}
 
     sens = out["sens"]
-    assert set(sens["analysis"]) == {"all scales pooled", "severity contrasts pooled", "all contrasts pooled"}
-    by = {a: g.set_index(["stratum", "feature"]) for a, g in sens.groupby("analysis")}
-    assert by["all scales pooled"].loc[("all", "SOCS3"), "cohorts"] == "C1,C2"
-    assert by["severity contrasts pooled"].loc[("all", "SOCS3"), "cohorts"] == "S1,S2,C1"  # scale rule kept
-    assert by["all contrasts pooled"].loc[("all", "SOCS3"), "cohorts"] == "S1,S2,C1,O1"
-    assert by["severity contrasts pooled"].loc[("all", "SOCS3"), "contrast"] == meta_mod.SEVERITY_CONTRASTS
+    by = {a: g.set_index(["stratum", "feature"]).loc[("all", "SOCS3")] for a, g in sens.groupby("analysis")}
+    assert {a: r["cohorts"] for a, r in by.items()} == {
+        "all scales pooled": "C1,C2",
+        "severity contrasts pooled": "S1,S2,C1",  # the scale rule kept
+        "severity contrasts and all scales pooled": "S1,S2,C1,C2",
+        "all contrasts pooled": "S1,S2,C1,O1",
+        "all contrasts and all scales pooled": "S1,S2,C1,C2,O1",
+    }
+    assert by["severity contrasts pooled"]["contrast"] == meta_mod.SEVERITY_CONTRASTS
+    assert by["all contrasts pooled"]["contrast_kinds"] == "severe_vs_mild,critical_vs_severe,other"
 
 
 def test_only_other_cohorts_give_an_empty_primary_fit(tmp_path) -> None:
@@ -600,3 +604,21 @@ def test_only_other_cohorts_give_an_empty_primary_fit(tmp_path) -> None:
     assert set(out["sens"]["analysis"]) == {"all contrasts pooled"}
     crossed = out["sens"].set_index(["stratum", "feature"]).loc[("all", "SOCS3")]
     assert crossed["k"] == 2
+
+
+def test_default_config_shape_keeps_a_log2_critical_cohort_in_one_sensitivity_fit(tmp_path) -> None:
+    """Three severe-vs-mild count cohorts and GSE172114 (critical vs severe, published log2 values)."""
+    specs = {
+        "GSE157103": (0.5, 0.2, "leukocytes", "severe_vs_mild", "log2_counts"),
+        "GSE152418": (0.1, 0.4, "pbmc", "severe_vs_mild", "log2_counts"),
+        "GSE161731": (0.4, 0.3, "whole_blood", "severe_vs_mild", "log2_counts"),
+        "GSE172114": (2.2, 0.2, "whole_blood", "critical_vs_severe", "log2_normalised"),
+    }
+    meta, out = _kind_run(tmp_path, specs)
+    socs3 = meta[(meta["feature"] == "SOCS3") & (meta["stratum"] == "all")].set_index("contrast")
+    assert socs3.loc["severe_vs_mild", "cohorts"] == "GSE157103,GSE152418,GSE161731"
+    assert socs3.loc["critical_vs_severe", "cohorts"] == "GSE172114"  # alone: its kind has no count cohort
+    sens = out["sens"]
+    assert set(sens["analysis"]) == {"severity contrasts and all scales pooled"}
+    row = sens[(sens["stratum"] == "all") & (sens["feature"] == "SOCS3")].iloc[0]
+    assert row["k"] == 4 and "mixed scales" in row["note"] and "mixed contrasts" in row["note"]

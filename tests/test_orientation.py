@@ -108,7 +108,8 @@ def test_all_signs_flipped_is_reversed(markers):
     assert verdict.status == REVERSED
     assert verdict.n_disagree == 12 and verdict.n_sig_disagree == 12
     assert out.loc[out["used_for_verdict"], "significant_disagree"].all()
-    assert "severity.severe and severity.mild" in verdict.message
+    assert "severity.severe (the case slot)" in verdict.message
+    assert "severity.mild (the reference slot)" in verdict.message
 
 
 def test_flipped_signs_without_significance_are_not_called_reversed(markers):

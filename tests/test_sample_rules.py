@@ -21,6 +21,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 from docutils.core import publish_parts
+from geo_replicas import GSE161731_EXTRA_COLUMNS
 from snakemake.utils import validate
 
 from il6axis.build import build_cohort, write_cohort
@@ -43,14 +44,7 @@ from il6axis.geo_metadata import read_sample_sheet, read_series_matrix
 from il6axis.report_text import headlines_rst
 
 SCHEMA = str(PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml")
-EXTRA_COLUMNS = [
-    "434482",
-    "434741",
-    "94478",
-    "DU09-02S0000150_batch2",
-    "DU09-02S0000154_batch2",
-    "DU09-02S0000158_batch2",
-]
+EXTRA_COLUMNS = GSE161731_EXTRA_COLUMNS
 CONFLICTED = "45FBA5"
 CONFLICT_NO, CONFLICT_YES = "DU18-02S0011618", "DU18-02S0011669"
 N_GENES = 40

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anndata as ad
 import numpy as np
@@ -26,6 +26,7 @@ from scipy.stats import trim_mean
 from sklearn.linear_model import LinearRegression
 
 from il6axis import r_compatible, severity_model
+from il6axis import stability as stability_rule
 from il6axis.contrast import contrast_from_uns
 from il6axis.errors import InputError
 from il6axis.fast_inference import FastInference
@@ -56,6 +57,10 @@ class DeSettings:
     n_cpus: int = 1
     extra_covariates: Sequence[str] = field(default_factory=tuple)
     engine: str = ENGINE_R
+    # de.stability (leave-one-sample-out refits of the panel genes; None = off) and the genes whose fit
+    # inputs are kept for those refits (run_and_write sets them to the panel).
+    stability: stability_rule.StabilitySettings | None = None
+    refit_genes: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -76,6 +81,7 @@ def settings_from_params(params, threads: int, lfc_shrink: bool | None = None) -
         refit_cooks=params.cooks_refit,
         n_cpus=threads,
         engine=getattr(params, "engine", ENGINE_R),
+        stability=stability_rule.stability_settings(getattr(params, "stability", None)),
     )
 
 
@@ -88,6 +94,8 @@ class DeResult:
     engine: str | None = None  # de.engine of a DESeq2 fit; None for other models
     # baseMean below which independent filtering set padj to NA (None: no filtering / not DESeq2)
     filter_threshold: float | None = None
+    # the panel genes' full-fit inputs for the stability refits (settings.refit_genes; None = not kept)
+    refit_inputs: stability_rule.NbRefitInputs | stability_rule.LinearRefitInputs | None = None
 
 
 def design_formula(covariates: Sequence[str]) -> str:
@@ -173,6 +181,11 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
         quiet=True,
     )
     ds.summary()
+    refit_inputs = None
+    if settings.refit_genes:  # before the shrinkage, which may touch the LFCs
+        refit_inputs = stability_rule.nb_inputs_from_dataset(
+            dds, settings.refit_genes, SEVERITY_COEF, engine_r=settings.engine == ENGINE_R
+        )
     res = ds.results_df.copy()
     res["ci_low"] = res["log2FoldChange"] - Z_95 * res["lfcSE"]
     res["ci_high"] = res["log2FoldChange"] + Z_95 * res["lfcSE"]
@@ -189,6 +202,7 @@ def run_deseq2(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetting
         n_tested=int(table["tested"].sum()),
         engine=settings.engine,
         filter_threshold=threshold,
+        refit_inputs=refit_inputs,
     )
 
 
@@ -743,20 +757,33 @@ def run_and_write(
     results_path: str,
     panel_path: str,
     summary_path: str,
+    stability_path: str | None = None,
 ) -> DeResult:
     """Run DE for one cohort and write the genome-wide table, the panel table and a JSON summary.
 
     The model follows the cohort's values (``severity_model``): NB GLM for counts, the moderated log2
-    linear model for cohorts that publish normalised values only.
+    linear model for cohorts that publish normalised values only. With ``settings.stability`` the panel
+    genes get leave-one-sample-out refits (``il6axis.stability``): their class goes into the panel
+    table's ``stability`` column and the details to ``stability_path`` (``panel_stability.tsv``).
     """
     import pydeseq2
 
+    from il6axis import __version__ as workflow_version
+
+    if settings.stability is not None and settings.stability.enabled:
+        settings = replace(settings, refit_genes=tuple(stability_rule.panel_genes(panel)))
     result = severity_model.fit_severity(adata, covariates, settings)
     table = result.table
     table.to_csv(results_path, sep="\t", index=False, float_format="%.6g")
     # The declared contrast (config `contrast`, carried in uns): what the `severe` / `mild` slots are.
     declared = contrast_from_uns(adata.uns, source=f"{cohort} AnnData")
     panel_out = panel_table(table, panel, adata).assign(contrast=declared.label)
+    stable = stability_rule.run_panel_stability(
+        table, panel, result.refit_inputs, settings.alpha, settings.stability
+    )
+    panel_out["stability"] = panel_out["symbol"].astype(str).map(stable.set_index("gene")["stability"])
+    if stability_path is not None:
+        stable.to_csv(stability_path, sep="\t", index=False, float_format="%.6g")
     panel_out.to_csv(panel_path, sep="\t", index=False, float_format="%.6g")
     called = table["padj"] < settings.alpha
     summary = {
@@ -778,6 +805,7 @@ def run_and_write(
         "n_down": int((called & (table["log2FoldChange"] < 0)).sum()),
         "tissue": str(adata.uns.get("tissue", "")),
         "pydeseq2_version": pydeseq2.__version__,
+        "workflow_version": workflow_version,
     }
     with open(summary_path, "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)

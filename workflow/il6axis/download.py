@@ -26,6 +26,7 @@ import csv
 import gzip
 import hashlib
 import http.client
+import io
 import logging
 import os
 import re
@@ -764,23 +765,12 @@ def write_manifest(results: Iterable[FetchResult], path: str | os.PathLike[str])
 
     The manifest records exactly what was analysed, for provenance and for pinning checksums.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix="-" + path.name)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-            writer.writerow(MANIFEST_COLUMNS)
-            for r in results:
-                writer.writerow([str(r.path), r.url, r.sha256, r.n_bytes, r.attempts])
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for r in results:
+        writer.writerow([str(r.path), r.url, r.sha256, r.n_bytes, r.attempts])
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

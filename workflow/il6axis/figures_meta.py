@@ -458,12 +458,14 @@ def forest_grid(
         Patch(color=STRATUM_PALETTE[s], label=f"{STRATUM_LABEL[s]} (random effects, t CI)")
         for s in pooled_strata
     ]
+    several_kinds = cohort_rows["contrast"].nunique() > 1
     note = "marker area ~ random-effects weight (within the cohort's material, else across all cohorts)"
-    if cohort_rows["contrast"].nunique() > 1:
-        note += "\ncohorts of different contrast kinds are never pooled together (sensitivity table only)"
     if not any_pooled:
-        note = f"{len(cohort_rows)} cohort(s), at most one per material: {NO_POOL_TEXT}"
-    elif clipped_any:
+        per = "contrast kind and material" if several_kinds else "material"
+        note = f"{len(cohort_rows)} cohort(s), at most one per {per}: {NO_POOL_TEXT}"
+    if several_kinds:
+        note += "\ncohorts of different contrast kinds are never pooled together (sensitivity table only)"
+    if any_pooled and clipped_any:
         note += "\narrow: pooled interval continues past the panel edge (t with k - 1 df: very wide at k = 2)"
     fig.suptitle(f"{suptitle}\n{note}", fontsize=10.5, y=0.995)
     # Legend entries are ~3.6 in wide at 8 pt: as many columns as the figure holds, rows below the panels.
@@ -899,7 +901,11 @@ def orientation_summary(
         Patch(facecolor="0.6", alpha=0.38, label=f"pale: padj >= {alpha:g}; n/t: not tested"),
     ]
     kinds = {c.kind for c in (contrasts or {}).values()} or {DEFAULT_KIND}
-    what = KIND_LABEL[next(iter(kinds))] if len(kinds) == 1 else "case vs reference of each cohort"
+    what = (
+        KIND_LABEL[next(iter(kinds))]
+        if len(kinds) == 1
+        else "case vs reference of each cohort (panel titles)"
+    )
     fig.suptitle(f"Orientation check: severity markers, {what}", fontsize=10.5)
     fig.tight_layout(rect=(0, 0.05, 1, 0.98))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)

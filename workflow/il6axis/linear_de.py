@@ -57,6 +57,7 @@ from il6axis.de import (
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
 from il6axis.severity_model import SCALE_NORMALISED
+from il6axis.stability import linear_inputs
 from il6axis.value_scale import CPM_TOTAL_RANGE, LOG2_MAX, LOG2_NORMALISED, NORMALISED, log2_values
 
 log = logging.getLogger("il6axis.linear_de")
@@ -438,6 +439,12 @@ def run_log_linear(
 
     genes = values.columns
     tested_genes = genes[keep.to_numpy()]
+    refit_inputs = None
+    if settings.refit_genes:  # the panel genes' values and the full fit's prior, for stability refits
+        refit_inputs = linear_inputs(
+            logged, design, SEVERITY_COEF,
+            pd.Series(test.s2_prior, index=tested_genes), test.df_prior, n_tested, settings.refit_genes,
+        )  # fmt: skip
     t_crit = stats.t.ppf(0.975, test.df_total)
     res = pd.DataFrame(
         {
@@ -466,7 +473,11 @@ def run_log_linear(
     order += ["tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]
     order += ["df_total", "AveExpr", "scale", "value_type"]
     return DeResult(
-        table=table[order], design=f"{formula} {MODEL_LABEL}", n_per_group=n_per_group, n_tested=n_tested
+        table=table[order],
+        design=f"{formula} {MODEL_LABEL}",
+        n_per_group=n_per_group,
+        n_tested=n_tested,
+        refit_inputs=refit_inputs,
     )
 
 

@@ -16,9 +16,13 @@ Only like is pooled with like (:func:`pooling_plan`). Two rules decide which coh
    model) are left out while a count cohort of that kind exists.
 
 A cohort left out by either rule is drawn in the forest plots, marked "not pooled" with the reason.
-The sensitivity table relaxes one rule at a time, each run labelled in its ``analysis`` column: "all
-scales pooled" (per kind, every scale), "severity contrasts pooled" (severe vs mild with critical vs
-severe) and "all contrasts pooled" (every kind, the scale rule kept); plus "leave one out".
+The sensitivity table relaxes the rules, each run labelled in its ``analysis`` column: "all scales pooled"
+(per kind, every scale), "severity contrasts pooled" (severe vs mild with critical vs severe, the scale
+rule kept), "all contrasts pooled" (every kind, the scale rule kept), the last two also with every scale
+("... and all scales pooled"); plus "leave one out". Runs that would repeat a fit are skipped.
+
+Each pooled call also carries its leave-one-cohort-out stability (:func:`cohort_stability`): ``robust``
+when it holds without each of its pooled cohorts in turn, ``borderline`` otherwise.
 
 Input is a long table, one row per (cohort, feature); see :data:`REQUIRED_COLUMNS`. A NaN effect or SE
 (gene not tested in that cohort) means the cohort does not contribute to that feature.
@@ -45,13 +49,16 @@ from il6axis.de import benjamini_hochberg
 from il6axis.errors import InputError
 from il6axis.groups import MILD, SEVERE
 from il6axis.severity_model import SCALE_COUNTS
+from il6axis.stability import BORDERLINE, NOT_CALLED, ROBUST
 
 __all__ = [
     "ALL_CONTRASTS",
     "ALL_STRATA",
     "ANALYSIS_ALL_CONTRASTS",
+    "ANALYSIS_ALL_CONTRASTS_ALL_SCALES",
     "ANALYSIS_ALL_SCALES",
     "ANALYSIS_SEVERITY_CONTRASTS",
+    "ANALYSIS_SEVERITY_CONTRASTS_ALL_SCALES",
     "DEFAULT_SCALE",
     "NOTE_K2",
     "NOT_POOLED_CONTRAST",
@@ -60,6 +67,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SEVERITY_CONTRASTS",
     "PoolingPlan",
+    "cohort_stability",
     "forest_table",
     "meta_analyse",
     "off_primary_scale",
@@ -88,8 +96,13 @@ SEVERITY_CONTRASTS = "+".join(k for k in KINDS if k in SEVERITY_KINDS)
 ALL_CONTRASTS = "all"
 ANALYSIS_ALL_SCALES = "all scales pooled"
 ANALYSIS_SEVERITY_CONTRASTS = "severity contrasts pooled"
+ANALYSIS_SEVERITY_CONTRASTS_ALL_SCALES = "severity contrasts and all scales pooled"
 ANALYSIS_ALL_CONTRASTS = "all contrasts pooled"
+ANALYSIS_ALL_CONTRASTS_ALL_SCALES = "all contrasts and all scales pooled"
 ANALYSIS_LEAVE_ONE_OUT = "leave one out"
+# Leave-one-cohort-out stability of pooled calls (cohort_stability); the within-cohort names are shared.
+STABILITY_ROBUST, STABILITY_BORDERLINE, STABILITY_NOT_CALLED = ROBUST, BORDERLINE, NOT_CALLED
+STABILITY_NOT_POOLED = "not_pooled"
 CI_RE = "random_effect"
 CI_HKSJ = "hksj"
 
@@ -742,8 +755,7 @@ def run_meta(
     Primary fits follow :func:`pooling_plan` (one per contrast kind, scale rule within); the pooled
     table has one block of (stratum, feature) rows per kind, told apart by its ``contrast`` column. The
     sensitivity table holds leave-one-out fits, each kind with every scale ("all scales pooled"), and
-    the cross-contrast fits ("severity contrasts pooled", "all contrasts pooled") when the cohorts
-    declare more than one kind.
+    the cross-contrast fits (:func:`_cross_contrast_runs`) when they pool something no other fit does.
     """
     effects = read_cohort_effects(
         dict(zip(cohorts, effect_tables, strict=True)),
@@ -774,6 +786,12 @@ def run_meta(
         everyone = list(plan.kinds)
         primary = [run(everyone, everyone, "+".join(k for k in KINDS if k in set(plan.kinds.values())))]
     meta = pd.concat(primary, ignore_index=True)
+    # Robust or borderline: every pooled call refitted without each of its kind's pooled cohorts in turn.
+    leave_outs = {
+        kind: {c: run(plan.members(kind), [*off_scale_in(kind), c], kind) for c in members}
+        for kind, members in plan.groups.items()
+    }
+    meta = cohort_stability(meta, effects, leave_outs, alpha)
     meta.to_csv(meta_path, sep="\t", index=False, float_format="%.6g")
 
     parts = [
@@ -815,28 +833,109 @@ def run_meta(
     return meta
 
 
+def cohort_stability(
+    meta: pd.DataFrame,
+    effects: pd.DataFrame,
+    leave_outs: Mapping[str, Mapping[str, pd.DataFrame]],
+    alpha: float,
+) -> pd.DataFrame:
+    """``meta`` with the leave-one-cohort-out stability of each pooled call (columns ``stability``,
+    ``stability_note``), the pooled counterpart of ``il6axis.stability``'s within-cohort rule.
+
+    ``leave_outs[kind][cohort]`` is the kind's primary fit without that cohort. A pooled call (k >= 2,
+    q < alpha) is ``robust`` when it holds in the pooled fit and in every leave-one-cohort-out fit of its
+    stratum: q < alpha with the same sign, or, where only one cohort remains, that cohort's own padj <
+    alpha with the same sign (a stratum with one cohort is judged by the within-cohort rule, so the
+    single remaining cohort is read the same way); otherwise ``borderline``, with the cohorts whose
+    removal loses the call. Rows with q >= alpha are ``not_called``; rows without a pooled estimate
+    (k < 2) are ``not_pooled``: the report reads a lone cohort's class from its ``panel_stability.tsv``.
+    """
+    df = _validated(effects)
+    own = df.set_index(["cohort", "feature"])[["log2FoldChange", "padj"]]
+    stratum_members = df.drop_duplicates("cohort").set_index("cohort")["stratum"]
+    indexed = {
+        kind: {c: fit.set_index(["stratum", "feature"]) for c, fit in fits.items()}
+        for kind, fits in leave_outs.items()
+    }
+    classes, notes = [], []
+    for rec in meta.itertuples(index=False):
+        k = int(rec.k) if np.isfinite(rec.k) else 0
+        estimate = float(rec.pooled_log2FoldChange)
+        if k < 2 or not np.isfinite(estimate):
+            classes.append(STABILITY_NOT_POOLED)
+            notes.append("")
+            continue
+        if not (np.isfinite(rec.q) and rec.q < alpha):
+            classes.append(STABILITY_NOT_CALLED)
+            notes.append("")
+            continue
+        fits = indexed.get(str(rec.contrast), {})
+        lost = []
+        for cohort, fit in fits.items():
+            if rec.stratum != ALL_STRATA and stratum_members.get(cohort) != rec.stratum:
+                continue  # not in this stratum: leaving it out changes nothing here
+            row = fit.loc[(rec.stratum, rec.feature)]
+            held, why = _call_holds(row, own, rec.feature, np.sign(estimate), alpha)
+            if not held:
+                lost.append(f"without {cohort}: {why}")
+        classes.append(STABILITY_BORDERLINE if lost else STABILITY_ROBUST)
+        notes.append("; ".join(lost) if lost else f"holds without each of the {k} cohorts in turn")
+    return meta.assign(stability=classes, stability_note=notes)
+
+
+def _call_holds(
+    row: pd.Series, own: pd.DataFrame, feature: str, sign: float, alpha: float
+) -> tuple[bool, str]:
+    """Whether a leave-one-cohort-out fit keeps the pooled call, and if not, why (for the note)."""
+    k = int(row["k"]) if np.isfinite(row["k"]) else 0
+    if k >= 2:
+        q, est = float(row["q"]), float(row["pooled_log2FoldChange"])
+        if np.sign(est) != sign:
+            return False, f"pooled log2FC {est:+.2f}"
+        if not (np.isfinite(q) and q < alpha):
+            return False, f"q = {q:.2g}"
+        return True, ""
+    remaining = [c for c in str(row["cohorts"]).split(",") if c] if isinstance(row["cohorts"], str) else []
+    if k == 1 and remaining:
+        lfc, padj = (float(v) for v in own.loc[(remaining[0], feature)])
+        if np.sign(lfc) != sign:
+            return False, f"{remaining[0]} alone has log2FC {lfc:+.2f}"
+        if not (np.isfinite(padj) and padj < alpha):
+            return False, f"{remaining[0]} alone has padj = {padj:.2g}"
+        return True, ""
+    return False, "no cohort left"
+
+
 def _cross_contrast_runs(
     effects: pd.DataFrame, plan: PoolingPlan, run: Callable[[Sequence[str], Sequence[str], str], pd.DataFrame]
 ) -> list[pd.DataFrame]:
-    """Sensitivity fits that pool across contrast kinds (the scale rule kept), each labelled.
+    """Sensitivity fits that pool across contrast kinds, each labelled in ``analysis``.
 
-    "severity contrasts pooled" joins severe vs mild with critical vs severe when both are declared;
-    "all contrasts pooled" joins every cohort (disease vs healthy, other) when that adds to the former.
+    "severity contrasts pooled" joins severe vs mild with critical vs severe, "all contrasts pooled" joins
+    every cohort (disease vs healthy and `other` too); both keep the scale rule, and each has an "... and
+    all scales pooled" twin that drops it too (e.g. a critical-vs-severe cohort published as log2 values
+    enters no other fit). A run is skipped when it would pool fewer than two cohorts, or exactly the
+    cohorts of a primary fit, of a kind's "all scales pooled" fit or of an earlier run.
     """
-    out = []
-    declared = set(plan.kinds.values())
     severity = [c for c, k in plan.kinds.items() if k in SEVERITY_KINDS]
-    if len(declared & SEVERITY_KINDS) > 1:
-        sub = effects[effects["cohort"].isin(severity)]
-        fit = run(severity, off_scale_cohorts(sub), SEVERITY_CONTRASTS)
-        out.append(fit.assign(analysis=ANALYSIS_SEVERITY_CONTRASTS, excluded=""))
     everyone = list(plan.kinds)
-    # Needed when a cohort is of a non-severity kind, or of kind `other` (never pooled otherwise); with
-    # severity kinds alone it would repeat the fit above.
-    crosses = len(declared) > 1 or any(pooling_kind(k) is None for k in declared)
-    if len(everyone) >= 2 and crosses and set(everyone) != set(severity):
-        fit = run(everyone, off_scale_cohorts(effects), ALL_CONTRASTS)
-        out.append(fit.assign(analysis=ANALYSIS_ALL_CONTRASTS, excluded=""))
+    candidates = []
+    for members, label, kept, relaxed in (
+        (severity, SEVERITY_CONTRASTS, ANALYSIS_SEVERITY_CONTRASTS, ANALYSIS_SEVERITY_CONTRASTS_ALL_SCALES),
+        (everyone, ALL_CONTRASTS, ANALYSIS_ALL_CONTRASTS, ANALYSIS_ALL_CONTRASTS_ALL_SCALES),
+    ):
+        off = off_scale_cohorts(effects[effects["cohort"].isin(members)])
+        candidates += [(members, off, label, kept), (members, [], label, relaxed)]
+    # Primary fits and each kind's "all scales pooled" fit are already in the tables.
+    seen = {frozenset(members) for members in plan.groups.values()}
+    seen |= {frozenset(plan.members(kind)) for kind in plan.groups}
+    out = []
+    for members, exclude, label, analysis in candidates:
+        pooled = frozenset(members) - set(exclude)
+        if len(pooled) < 2 or pooled in seen:
+            continue
+        seen.add(pooled)
+        out.append(run(members, exclude, label).assign(analysis=analysis, excluded=""))
     return out
 
 

@@ -388,8 +388,8 @@ def _message(
         )
     if status == REVERSED:
         parts.append(
-            "this is what swapped severe/mild labels look like: check severity.severe and severity.mild in "
-            "the cohort's config"
+            "this is what swapped case/reference labels look like: check severity.severe (the case slot) and "
+            "severity.mild (the reference slot) in the cohort's config"
         )
     elif (
         status == INCONCLUSIVE
@@ -399,8 +399,8 @@ def _message(
         # Too few significant reversals to stop the run, but the signs point the wrong way: say so.
         parts.append(
             f"most tested markers go against expectation, but fewer than {MIN_SIG_REVERSED} significantly: "
-            "the severe/mild labels may be swapped; check severity.severe and severity.mild in the cohort's "
-            "config"
+            "the case/reference labels may be swapped; check severity.severe (case) and severity.mild "
+            "(reference) in the cohort's config"
         )
     elif status == INCONCLUSIVE:
         parts.append("the markers neither confirm nor contradict the contrast direction")

@@ -7,7 +7,7 @@ at once, several times what the rest of the expression/scores step needs. This m
 permutations (same generator, same seed, same shuffle) one at a time, keeps only where the gene-set genes
 land, and scores permutations in blocks, so memory is O(block x set genes) and the statistics (ES, NES,
 nominal p, FDR, leading edge) equal gseapy's to the last bit (checked against gseapy in
-tests/test_exact_ports.py and bench/bench_expression_memory.py).
+tests/test_expression_memory.py and bench/bench_expression_memory.py).
 
 What is reproduced, from gseapy 1.3.1 (Rust crate ``rand`` 0.9.2, 64-bit):
 

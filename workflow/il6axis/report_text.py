@@ -29,12 +29,15 @@ from il6axis.errors import InputError
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 from il6axis.meta import (
     ANALYSIS_ALL_CONTRASTS,
+    ANALYSIS_ALL_CONTRASTS_ALL_SCALES,
     ANALYSIS_SEVERITY_CONTRASTS,
+    ANALYSIS_SEVERITY_CONTRASTS_ALL_SCALES,
     NOT_POOLED_SCALE,
     PoolingPlan,
     pooling_plan,
 )
 from il6axis.severity_model import SCALE_COUNTS
+from il6axis.stability import BORDERLINE, NEAR_MISS, NOT_ASSESSED, ROBUST
 
 __all__ = [
     "CORE_GENES",
@@ -195,8 +198,9 @@ def _kind_heading(kind: str, cohorts: Sequence[str], several: bool) -> list[str]
     if not several:
         return []
     listed = ", ".join(f"``{c}``" for c in cohorts)
-    note = "" if kind in ("severe_vs_mild", "critical_vs_severe") else ", not a severity contrast"
-    return [f"*Contrast {KIND_LABEL.get(kind, kind)}* (pooled only with each other{note}: {listed})", ""]
+    note = "" if kind in ("severe_vs_mild", "critical_vs_severe") else "; not a severity contrast"
+    pooling = "pooled with each other only" if len(cohorts) > 1 else "not pooled with cohorts of other kinds"
+    return [f"*Contrast {KIND_LABEL.get(kind, kind)}* ({listed}; {pooling}{note})", ""]
 
 
 def _shown_strata(meta: pd.DataFrame, members: Mapping[str, list[str]]) -> list[str]:
@@ -294,6 +298,10 @@ def _contrast_notes(
     for cohort, contrast in contrasts.items():
         n = summaries[cohort].get("n_per_group", {})
         what = f"``{cohort}`` compares {rst_escape(contrast.with_n(n))}"
+        # The cross-contrast run that holds it: the scale rule stays in the plain runs (il6axis.meta).
+        on_counts = summaries[cohort].get("scale") in (None, "", SCALE_COUNTS)
+        across = ANALYSIS_ALL_CONTRASTS if on_counts else ANALYSIS_ALL_CONTRASTS_ALL_SCALES
+        severity_run = ANALYSIS_SEVERITY_CONTRASTS if on_counts else ANALYSIS_SEVERITY_CONTRASTS_ALL_SCALES
         if contrast.kind == "other":
             lines += [
                 ".. warning::",
@@ -301,7 +309,7 @@ def _contrast_notes(
                 f"   {what}: a declared contrast of kind *other*, **not a severity contrast**. Its effects "
                 "answer another question than severe vs mild disease; it is never pooled with another "
                 "cohort in the primary meta-analysis (shown in the forest plots as not pooled), only in the "
-                f'sensitivity run "{ANALYSIS_ALL_CONTRASTS}".',
+                f'sensitivity run "{across}".',
                 "",
             ]
         elif not contrast.is_severity:
@@ -311,7 +319,7 @@ def _contrast_notes(
                 f"   {what} (*{contrast.kind_label}*): **not a severity contrast**. Its reference group "
                 f"({rst_escape(contrast.reference)}) is not mild disease, so its effects mix infection "
                 "with severity. The meta-analysis pools it only with other cohorts of this kind, and with "
-                f'severity contrasts only in the labelled sensitivity run "{ANALYSIS_ALL_CONTRASTS}".',
+                f'severity contrasts only in the labelled sensitivity run "{across}".',
                 "",
             ]
         elif contrast.kind == "critical_vs_severe":
@@ -319,7 +327,7 @@ def _contrast_notes(
                 f"{what} (*{contrast.kind_label}*): its reference group is already severely ill, so the "
                 "effect is that of critical over severe disease, expected to be smaller than severe vs "
                 "mild. It is pooled only with other critical-vs-severe cohorts; with severe-vs-mild "
-                f'cohorts only in the sensitivity run "{ANALYSIS_SEVERITY_CONTRASTS}".',
+                f'cohorts only in the sensitivity run "{severity_run}".',
                 "",
             ]
     if len(kinds) > 1:
@@ -719,6 +727,108 @@ def _caveats_section(
     return [*lines, ""]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Robust and borderline calls
+# ---------------------------------------------------------------------------------------------------------
+
+MAX_STABILITY_LISTED = 25  # genes named per class and stratum; the rest are counted (and in the tables)
+
+
+def _stability_section(
+    meta: pd.DataFrame,
+    summaries: Mapping[str, Mapping[str, Any]],
+    alpha: float,
+    stabilities: Mapping[str, pd.DataFrame] | None,
+) -> list[str]:
+    """The panel genes' calls split into robust and borderline (and near misses of a lone cohort), per
+    contrast kind and stratum as in the gene section, by the pre-specified rule: leave-one-cohort-out
+    for pooled calls (``meta`` column ``stability``, ``il6axis.meta.cohort_stability``), leave-one-sample-out
+    for a stratum with one cohort (``stabilities``: cohort -> panel_stability.tsv, ``il6axis.stability``)."""
+    lines = _heading("Robust and borderline calls")
+    lines += [
+        "Stability rule fixed before the results were seen (``de.stability``, config/README.md). A pooled "
+        f"call (q < {alpha:g}) is *robust* when it still holds (q < {alpha:g}, same sign) with each of its "
+        "cohorts left out in turn (where one cohort remains, by that cohort's own padj). A call in a stratum "
+        "with one cohort (padj < "
+        f"{alpha:g}) is *robust* when every refit with one sample left out keeps its sign and a p-value at "
+        "or below the cohort's Benjamini-Hochberg cut-off p\\* (the largest p-value called). Any other call "
+        "is *borderline*: it rests on one cohort or one sample, so read it as provisional. Near misses are "
+        "tested genes just above the threshold (padj below ``de.stability.near_miss_factor`` times "
+        f"{alpha:g}); they are not calls.",
+        "",
+    ]
+    parts = _kind_parts(meta, summaries)
+    several = len(parts) > 1
+    for kind, part_k, members in parts:
+        lines += _kind_heading(kind, members["all"], several)
+        for stratum in _shown_strata(part_k, members):
+            cohorts = members[stratum]
+            listed = ", ".join(f"``{c}``" for c in cohorts)
+            lines += [f"**{STRATUM_TITLE[stratum]}** ({listed}):", ""]
+            if len(cohorts) == 1:
+                table = (stabilities or {}).get(cohorts[0])
+                lines += _cohort_stability_lines(table)
+            else:
+                lines += _pooled_stability_lines(part_k[part_k["stratum"] == stratum], alpha)
+            lines.append("")
+    if not parts:
+        for cohort, table in (stabilities or {}).items():
+            lines += [f"**``{cohort}``** (not pooled):", "", *_cohort_stability_lines(table), ""]
+    return lines
+
+
+def _class_line(label: str, items: Sequence[str], sep: str = ", ") -> str:
+    """'- Robust (3): A, B, C' (the first MAX_STABILITY_LISTED named, the rest counted)."""
+    shown = sep.join(items[:MAX_STABILITY_LISTED]) if items else "none"
+    more = f"{sep}and {len(items) - MAX_STABILITY_LISTED} more" if len(items) > MAX_STABILITY_LISTED else ""
+    return f"- {label} ({len(items)}): {shown}{more}"
+
+
+def _pooled_stability_lines(part: pd.DataFrame, alpha: float) -> list[str]:
+    """Robust and borderline pooled calls of one stratum, by q; borderline ones say which cohort's
+    removal loses the call."""
+    if "stability" not in part.columns:
+        return ["- Stability not assessed (the meta-analysis table has no ``stability`` column: rerun it)."]
+    called = part[part["stability"].isin([ROBUST, BORDERLINE])].sort_values(["q", "feature"])
+    robust = [
+        f"{rst_escape(r.feature)} ({_num(r.pooled_log2FoldChange)}, q = {_p(r.q)})"
+        for r in called.itertuples()
+        if r.stability == ROBUST
+    ]
+    borderline = [
+        f"{rst_escape(r.feature)} ({_num(r.pooled_log2FoldChange)}, q = {_p(r.q)}; "
+        f"{rst_escape(getattr(r, 'stability_note', ''))})"
+        for r in called.itertuples()
+        if r.stability == BORDERLINE
+    ]
+    if not robust and not borderline:
+        return [f"- No pooled call at q < {alpha:g}."]
+    return [_class_line("Robust", robust), _class_line("Borderline", borderline, "; ")]
+
+
+def _cohort_stability_lines(table: pd.DataFrame | None) -> list[str]:
+    """Robust, borderline and near-miss genes of one cohort from its panel_stability.tsv, by padj."""
+    if table is None or "stability" not in table.columns:
+        return ["- Stability not assessed (no ``panel_stability.tsv`` for this cohort)."]
+    if table["stability"].eq(NOT_ASSESSED).all():
+        return ["- Stability not assessed (``de.stability.enabled`` is false)."]
+    ordered = table.sort_values(["padj", "gene"], na_position="last")
+
+    def named(cls: str, with_note: bool) -> list[str]:
+        rows = ordered[ordered["stability"] == cls]
+        return [
+            f"{rst_escape(r.gene)} ({_num(r.log2FoldChange)}, padj = {_p(r.padj)}"
+            + (f"; {rst_escape(r.note)})" if with_note and isinstance(r.note, str) and r.note else ")")
+            for r in rows.itertuples()
+        ]
+
+    return [
+        _class_line("Robust", named(ROBUST, False)),
+        _class_line("Borderline", named(BORDERLINE, True), "; "),
+        _class_line("Near misses (not called)", named(NEAR_MISS, False)),
+    ]
+
+
 def headlines_rst(
     meta_genes: pd.DataFrame,
     meta_scores: pd.DataFrame,
@@ -733,6 +843,7 @@ def headlines_rst(
     core: Sequence[str] = CORE_GENES,
     unmatched: Mapping[str, pd.DataFrame] | None = None,
     subjects: Mapping[str, pd.DataFrame] | None = None,
+    stabilities: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     """reStructuredText of the headline findings, computed from the result tables.
 
@@ -741,7 +852,9 @@ def headlines_rst(
     ``forest_genes`` / ``forest_scores`` (forest tables) give a single-cohort stratum its cohort's own
     estimate, ``panels`` (cohort -> il6_panel.tsv) add IL6 detection, and ``composition_tables``
     (cohort -> composition_sensitivity.tsv) name composition-driven core genes. ``unmatched`` and
-    ``subjects`` (cohort -> {cohort}.unmatched.tsv / .subjects.tsv) add the "Samples set aside" section.
+    ``subjects`` (cohort -> {cohort}.unmatched.tsv / .subjects.tsv) add the "Samples set aside" section;
+    ``stabilities`` (cohort -> panel_stability.tsv) give a single-cohort stratum its robust / borderline
+    split in the "Robust and borderline calls" section (pooled strata read the meta table's ``stability``).
     Sections use ``-`` underlines, so the text nests under an ``=`` section of the front page.
     """
     _check_meta(meta_genes, "panel-gene meta-analysis table")
@@ -752,6 +865,7 @@ def headlines_rst(
     lines += _cohort_section(summaries, alpha)
     lines += _set_aside_section(unmatched, subjects)
     lines += _gene_section(meta_genes, summaries, alpha, forest_genes, core)
+    lines += _stability_section(meta_genes, summaries, alpha, stabilities)
     lines += _score_section(meta_scores, summaries, forest_scores)
     lines += _orientation_section(orientation)
     lines += _composition_section(composition, composition_tables, core)
@@ -849,6 +963,7 @@ def write_report_summary(
     forest_scores_path: str | Path | None = None,
     unmatched_paths: Sequence[str | Path] = (),
     subjects_paths: Sequence[str | Path] = (),
+    stability_paths: Sequence[str | Path] = (),
 ) -> str:
     """Read the result files, write headlines.rst, provenance.rst, software_versions.tsv, config_used.yaml.
 
@@ -875,6 +990,11 @@ def write_report_summary(
         if composition_table_paths
         else None
     )
+    stabilities = (
+        {c: pd.read_csv(p, **tsv) for c, p in zip(cohorts, stability_paths, strict=True)}
+        if stability_paths
+        else None
+    )
     text = headlines_rst(
         pd.read_csv(meta_genes_path, **tsv),
         pd.read_csv(meta_scores_path, **tsv),
@@ -888,6 +1008,7 @@ def write_report_summary(
         forest_scores=pd.read_csv(forest_scores_path, **tsv) if forest_scores_path else None,
         unmatched=unmatched,
         subjects=subjects,
+        stabilities=stabilities,
     )
     versions = software_versions()
     config_text = config_yaml(config)

@@ -130,8 +130,8 @@ def score_genes_scores(
     the same draws, so scores are deterministic for a given matrix and seed.
 
     The steps are scanpy 1.11.5's, with the same pandas/NumPy calls in the same order (bit-identical scores;
-    tests/test_scores.py compares with scanpy), but scanpy is not imported: its import alone (numba, llvmlite)
-    costs ~60 MB in the expression_scores step, a fifth of that step's peak memory.
+    tests/test_expression_memory.py compares with scanpy), but scanpy is not imported: its import alone
+    (numba, llvmlite) costs ~50 MB in the expression_scores step, a sixth of that step's peak memory.
     """
     if vst.shape[1] < 2 * n_bins:
         raise InputError(

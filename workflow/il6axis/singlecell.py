@@ -1116,9 +1116,7 @@ def analyse_celltypes(
         significant = result.table.loc[result.table["padj"] < de_settings.alpha, "gene"]
         labels = [*label_genes, *[g for g in panel["symbol"] if g in set(significant)]]
         title += "\ncircled: IL-6 receptor-JAK-STAT3 core and significant IL-6 panel genes"
-        celltype_volcano(
-            result.table, labels, de_settings.alpha, title, plots / f"volcano_{s}.png", declared
-        )
+        celltype_volcano(result.table, labels, de_settings.alpha, title, plots / f"volcano_{s}.png", declared)
         scores = pathway_scores(adata, gene_sets)
         table = pathway_table(adata, scores, covariates)
         sev = adata.obs["severity"].astype(str)

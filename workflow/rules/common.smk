@@ -1,4 +1,5 @@
 import re
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -15,7 +16,13 @@ USER_CONFIG = {key: value for key, value in config.items() if key != "_report"}
 # findings and provenance written by rule report_summary, when they exist.
 REPORT_HEADLINES = "results/report/headlines.rst"
 REPORT_PROVENANCE = "results/report/provenance.rst"
+# The workflow's version has one owner, il6axis.__version__ (the package sits beside this rules folder).
+if str(Path(workflow.current_basedir).parent) not in sys.path:
+    sys.path.insert(0, str(Path(workflow.current_basedir).parent))
+from il6axis import __version__ as WORKFLOW_VERSION
+
 config["_report"] = {
+    "version": WORKFLOW_VERSION,
     "headlines": (
         Path(REPORT_HEADLINES).read_text()
         if Path(REPORT_HEADLINES).exists()

@@ -6,6 +6,7 @@ rule deseq2:
         results="results/de/{cohort}/severe_vs_mild.tsv",
         panel="results/de/{cohort}/il6_panel.tsv",
         summary="results/de/{cohort}/summary.json",
+        stability="results/de/{cohort}/panel_stability.tsv",
     log:
         "results/logs/deseq2/{cohort}.log",
     benchmark:
@@ -25,5 +26,6 @@ rule deseq2:
         lfc_shrink=config["de"]["lfc_shrink"],
         cooks_refit=config["de"]["cooks_refit"],
         engine=config["de"]["engine"],
+        stability=config["de"]["stability"],
     script:
         "../scripts/run_deseq2.py"

@@ -197,6 +197,9 @@ rule report_summary:
         subjects=expand(
             "results/cohorts/{cohort}.subjects.tsv", cohort=enabled_cohorts()
         ),
+        stability=expand(
+            "results/de/{cohort}/panel_stability.tsv", cohort=enabled_cohorts()
+        ),
         forest_genes="results/meta/forest_panel_genes.tsv",
         forest_scores="results/meta/forest_pathway_scores.tsv",
         manifest=lambda wc: [f"{DOWNLOADS}/manifest.tsv"] if downloaded_files() else [],

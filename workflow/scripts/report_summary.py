@@ -40,4 +40,5 @@ with logged(smk.log[0]):
         forest_scores_path=(optional_input("forest_scores") or [None])[0],
         unmatched_paths=optional_input("unmatched"),
         subjects_paths=optional_input("subjects"),
+        stability_paths=optional_input("stability"),
     )

@@ -1,4 +1,4 @@
-"""pydeseq2 severe vs mild for one cohort: genome-wide table, IL-6 panel table, run summary."""
+"""Severe vs mild for one cohort: genome-wide table, IL-6 panel table, panel stability, run summary."""
 
 import sys
 from pathlib import Path
@@ -24,4 +24,5 @@ with logged(smk.log[0]):
         results_path=smk.output.results,
         panel_path=smk.output.panel,
         summary_path=smk.output.summary,
+        stability_path=smk.output.stability,
     )

@@ -1,9 +1,11 @@
-"""il6axis computes gseapy's preranked GSEA and scanpy's score_genes itself, to the last bit.
+"""The expression_scores step's memory savings leave every number as the libraries compute it.
 
-The expression_scores step no longer runs gseapy's prerank (which holds every permutation at once, ~0.8 GB
-for 1,000 permutations of 17,600 genes) nor imports scanpy (~60 MB); il6axis.prerank and
-il6axis.scores.score_genes_scores reproduce them. These tests run the libraries themselves on planted data
-and require identical numbers, so any drift (a gseapy or scanpy upgrade, a slip in the port) fails here.
+The step no longer runs gseapy's prerank (which holds every permutation at once, ~0.8 GB for 1,000
+permutations of 17,600 genes), no longer imports scanpy (~60 MB), and runs small VST fits without joblib
+process workers (~0.4 GB). il6axis.prerank and il6axis.scores.score_genes_scores reproduce gseapy and
+scanpy: these tests run the libraries themselves on planted data and require identical numbers, so any drift
+(a gseapy or scanpy upgrade, a slip in the port) fails here. bench/bench_expression_memory.py measures the
+memory.
 """
 
 from __future__ import annotations
@@ -179,3 +181,32 @@ def test_score_genes_equals_scanpy_bit_for_bit(ctrl_size, n_bins, seed):
         assert np.array_equal(ours[name].to_numpy(), theirs[name]), name
     planted = ours["planted"].to_numpy()
     assert planted[severe].mean() - planted[~severe].mean() > 0.8
+
+
+def test_vst_trend_fit_runs_in_process_and_large_fits_keep_workers(monkeypatch):
+    """Process workers only for fits on >= VST_WORKER_MIN_GENES genes; the nsub trend fit stays in-process."""
+    from il6axis import expression
+
+    rng = np.random.default_rng(2)
+    mean = np.exp(rng.normal(np.log(200.0), 1.2, 1500))
+    shape = 1.0 / (0.05 + 2.0 / mean)  # negative binomial with DESeq2's dispersion trend a0 + a1 / mu
+    counts = pd.DataFrame(
+        rng.poisson(rng.gamma(shape, mean / shape, (12, 1500))),
+        index=[f"S{i}" for i in range(12)],
+        columns=[f"G{i:04d}" for i in range(1500)],
+    )
+    asked: list[int] = []
+    inference = expression.DefaultInference
+
+    def recording(n_cpus):
+        asked.append(n_cpus)
+        return inference(n_cpus=n_cpus)
+
+    monkeypatch.setattr(expression, "DefaultInference", recording)
+    in_process = expression.vst(counts, n_cpus=2, nsub=300, seed=0)
+    assert asked == [1, 1]  # the 300-gene trend fit, then the transform of all 1,500 genes
+    monkeypatch.setattr(expression, "VST_WORKER_MIN_GENES", 300)
+    asked.clear()
+    with_workers = expression.vst(counts, n_cpus=2, nsub=300, seed=0)
+    assert asked == [2, 2]
+    pd.testing.assert_frame_equal(in_process, with_workers, check_exact=True)
