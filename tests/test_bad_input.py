@@ -33,6 +33,21 @@ def _write(tmp_path, counts: pd.DataFrame, samples: pd.DataFrame):
     return counts_path, samples_path
 
 
+def _demo_run_on(tmp_path, counts: pd.DataFrame, samples: pd.DataFrame):
+    """A work dir and the demo config pointed at these counts and samples (no covariates)."""
+    counts_path, samples_path = _write(tmp_path, counts, samples)
+    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
+    cohort = config["cohorts"]["demo"]
+    cohort["counts"]["path"] = str(counts_path)
+    cohort["metadata"]["path"] = str(samples_path)
+    cohort["covariates"] = {}
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    return workdir, configfile
+
+
 def _good():
     samples = pd.DataFrame(
         {"sample_id": ["s1", "s2", "s3", "s4"], "group": ["severe", "severe", "mild", "mild"]}
@@ -132,16 +147,7 @@ def test_unmatched_bound_stops_the_rule_without_partial_output(tmp_path):
     """Past `metadata.max_unmatched_columns` build_cohort fails; none of its outputs are left."""
     counts, samples = _good()
     counts["s9"] = [4321, 1234]
-    counts_path, samples_path = _write(tmp_path, counts, samples)
-    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
-    cohort = config["cohorts"]["demo"]
-    cohort["counts"]["path"] = str(counts_path)
-    cohort["metadata"]["path"] = str(samples_path)
-    cohort["covariates"] = {}
-    configfile = tmp_path / "bad.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    workdir = tmp_path / "run"
-    workdir.mkdir()
+    workdir, configfile = _demo_run_on(tmp_path, counts, samples)
     proc = run_snakemake(workdir, configfile, "results/cohorts/demo.h5ad")
     assert proc.returncode != 0
     log = (workdir / "results/logs/build_cohort/demo.log").read_text()
@@ -156,16 +162,7 @@ def test_workflow_fails_cleanly_and_leaves_no_partial_output(tmp_path):
     """A bad severity value stops build_cohort with the message in the log; no h5ad is left behind."""
     counts, samples = _good()
     samples.loc[0, "group"] = "critical"
-    counts_path, samples_path = _write(tmp_path, counts, samples)
-    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
-    cohort = config["cohorts"]["demo"]
-    cohort["counts"]["path"] = str(counts_path)
-    cohort["metadata"]["path"] = str(samples_path)
-    cohort["covariates"] = {}
-    configfile = tmp_path / "bad.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    workdir = tmp_path / "run"
-    workdir.mkdir()
+    workdir, configfile = _demo_run_on(tmp_path, counts, samples)
     proc = run_snakemake(workdir, configfile)
     assert proc.returncode != 0
     assert "'critical'" in proc.stderr

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from geo_server import FakeGeo
-from real_cohorts import GSE155454_CONTRAST
+from real_cohorts import gse155454_from_geo
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +43,7 @@ def _config(base_url: str, shared_data) -> dict:
         "exclude": ["Moderate", "Convalescent"],
     }
     gse152418["contrast"] = {"kind": "disease_vs_healthy", "case": CASE, "reference": REFERENCE}
-    gse155454 = {
-        **GSE155454_CONTRAST,
-        "counts": {"source": "geo_supplementary", "file": "GSE155454_counts_kuanrongchan_v1.csv.gz"},
-        "metadata": {
-            "source": "geo_supplementary",
-            "file": "GSE155454_sample_sheet_from_colnames.csv.gz",
-            "sample_column": "sample",
-        },
-    }
+    gse155454 = gse155454_from_geo()
     settings = {"geo_base": base_url, "geo_download_base": base_url, "ncbi_gene_base": base_url}
     return {
         "cohorts": {"GSE152418": gse152418, "GSE155454": gse155454},

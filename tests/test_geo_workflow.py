@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from geo_server import FakeGeo
-from real_cohorts import GSE155454_CONTRAST
+from real_cohorts import GSE155454_CONTRAST, gse155454_from_geo
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
 from il6axis.acquire import retrieve, source_url
@@ -40,15 +40,7 @@ def _test_config(base_url: str, shared_data) -> dict:
         "path": str(shared_data / "GSE152418" / "GSE152418_sample_metadata_GEOquery_pData.csv.gz"),
         "sample_column": "geo_accession",
     }
-    gse155454 = {
-        **GSE155454_CONTRAST,
-        "counts": {"source": "geo_supplementary", "file": "GSE155454_counts_kuanrongchan_v1.csv.gz"},
-        "metadata": {
-            "source": "geo_supplementary",
-            "file": "GSE155454_sample_sheet_from_colnames.csv.gz",
-            "sample_column": "sample",
-        },
-    }
+    gse155454 = gse155454_from_geo()
     # Published as DESeq2-normalised values only: the log2 linear-model route, off the pooled scale.
     gse293708 = {
         "tissue": "other",

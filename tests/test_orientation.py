@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from real_cohorts import GSE155454_CONTRAST
+from real_cohorts import gse155454_local_spec
 
 from il6axis.build import build_cohort
 from il6axis.cohort import define_contrast, to_anndata
@@ -373,11 +373,7 @@ def test_gse155454_is_too_weak_to_orient(shared_data, markers):
     genes go against expectation (as in the public re-analysis, S100A12 -1.20). Measured: 6/10 agree.
     Neither direction is confirmed, so neither labelling can stop a run."""
     folder = shared_data / "GSE155454"
-    spec = {
-        **GSE155454_CONTRAST,
-        "counts": {"gene_id": "symbol", "value_type": "counts", "map_symbols": True},
-        "metadata": {"source": "sample_sheet", "sample_column": "sample"},
-    }
+    spec = gse155454_local_spec()
     adata = build_cohort(
         "GSE155454",
         spec,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from real_cohorts import GSE155454_CONTRAST
+from real_cohorts import gse155454_local_spec
 from scipy import stats
 
 from il6axis.errors import InputError
@@ -194,11 +194,7 @@ def test_competitive_test_uses_tested_genes_and_size_limits(pathway):
 def test_real_gse155454_scores_and_missing_il6(shared_data):
     from il6axis.build import build_cohort
 
-    spec = {
-        **GSE155454_CONTRAST,
-        "counts": {"gene_id": "symbol", "value_type": "counts", "map_symbols": True},
-        "metadata": {"source": "sample_sheet", "sample_column": "sample"},
-    }
+    spec = gse155454_local_spec()
     built = build_cohort(
         "GSE155454",
         spec,

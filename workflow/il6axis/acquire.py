@@ -19,8 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,12 @@ LISTED_FOLDER = {dl.KIND_SUPPLEMENTARY: "suppl", dl.KIND_SERIES_MATRIX: "matrix"
 
 # Count sources (config `counts.source`) fetched from GEO, and the kind of download each one is.
 COUNT_SOURCE_KINDS = {"geo_ncbi": dl.KIND_NCBI_COUNTS, "geo_supplementary": dl.KIND_SUPPLEMENTARY}
+
+# Whether GEO's download endpoint answers a request for NCBI-generated counts it never made with a 404 or
+# an HTML page is not documented (unverified): when a count source may be skipped, an HTML page on every
+# attempt reads as "not re-processed" (a maintenance page goes away between attempts). For other kinds an
+# HTML page stays an error: a supplementary file that GEO lists does exist.
+NCBI_COUNTS_HTML = ("NCBI-generated counts", "GEO has not re-processed this series")
 
 # At most this many names of a folder listing are spelled out in an error (the rest are counted).
 MAX_LISTED_NAMES = 40
@@ -82,6 +87,7 @@ def retrieve(
     expected_sha256: str | None = None,
     expect_gzip: bool | None = None,
     config_key: str | None = None,
+    missing_if_html: tuple[str, str] | None = None,
 ) -> dl.FetchResult:
     """Download (or copy from ``settings['local_dir']``) one file, verified and written atomically.
 
@@ -114,6 +120,7 @@ def retrieve(
             retries=int(settings["retries"]),
             backoff_s=float(settings["backoff_s"]),
             timeout_s=float(settings["timeout_s"]),
+            missing_if_html=missing_if_html,
         )
     except dl.MissingFileError as exc:
         if kind == dl.KIND_NCBI_COUNTS:
@@ -243,49 +250,8 @@ def _retrieve_count_source(
         expected_sha256=source.get("sha256"),
         expect_gzip=(filename or dl.ncbi_counts_name(accession)).endswith(".gz"),
         config_key=f"{config_key}.file",
+        missing_if_html=NCBI_COUNTS_HTML if kind == dl.KIND_NCBI_COUNTS else None,
     )
-
-
-def _retrieve_ncbi_or_source(
-    source: Mapping[str, Any],
-    dest: Path,
-    settings: Mapping[str, Any],
-    target: tuple[str, str | None, str | None, str],
-    config_key: str,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dl.FetchResult:
-    """:func:`_retrieve_count_source`, reading a lasting HTML answer for NCBI counts as "not there".
-
-    Whether GEO's download endpoint answers a request for NCBI-generated counts that it never made with
-    a 404 or with an HTML page is not documented (unverified). A maintenance page is transient, so the
-    request is repeated ``download.retries`` times with the usual backoff; only an HTML page on every
-    attempt counts as missing, so that the next source is tried. For other kinds an HTML page stays an
-    error: a supplementary file that GEO lists does exist.
-    """
-    if source["source"] != "geo_ncbi":
-        return _retrieve_count_source(source, dest, settings, target, config_key)
-    attempts = max(1, int(settings.get("retries", 1)))
-    for attempt in range(attempts):
-        try:
-            return _retrieve_count_source(source, dest, settings, target, config_key)
-        except dl.HtmlPageError as exc:
-            if attempt + 1 == attempts:
-                raise dl.MissingFileError(
-                    f"GEO answered with an HTML page instead of NCBI-generated counts on all {attempts} "
-                    f"attempt(s) ({target[3]}); read as: GEO has not re-processed this series. Last "
-                    f"error: {exc}",
-                    status=exc.status,
-                ) from exc
-            wait = float(settings.get("backoff_s", 0)) * 2**attempt
-            log.warning(
-                "%s: HTML page instead of NCBI counts (attempt %d/%d); asking again in %.3g s",
-                config_key,
-                attempt + 1,
-                attempts,
-                wait,
-            )
-            sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def fetch_first_available(
@@ -312,7 +278,7 @@ def fetch_first_available(
         label = f"{key} ({source['source']})"
         target = _count_source_target(source, settings, cohort, accession)
         try:
-            result = _retrieve_ncbi_or_source(source, dest, settings, target, key)
+            result = _retrieve_count_source(source, dest, settings, target, key)
         except dl.MissingFileError as exc:
             log.warning("%s: file missing, trying the next source. %s", label, exc)
             skipped.append(

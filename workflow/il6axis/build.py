@@ -109,7 +109,7 @@ def _count_file_name(counts_spec: Mapping[str, Any], counts_path: str | Path, ac
         return str(counts_spec["file"])
     if counts_spec.get("source") == "geo_ncbi":
         return ncbi_counts_name(accession)
-    return Path(counts_path).name
+    return Path(counts_spec.get("path") or counts_path).name
 
 
 def build_cohort(

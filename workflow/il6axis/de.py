@@ -492,7 +492,7 @@ class _RCompatibleDataSet(_ChunkedCooksDataSet):
             values[s], iterations[s] = part
 
         if isinstance(self.inference, FastInference):
-            self.inference._map_chunks(lambda s: run(s), n_genes, n_samples, lambda s: (s,), store)
+            self.inference._map_chunks(run, n_genes, n_samples, lambda s: (s,), store)
         else:
             store(slice(0, n_genes), run(slice(0, n_genes)))
         return values, iterations
@@ -636,7 +636,6 @@ class _RCompatibleStats(DeseqStats):
         )
         self.padj = pd.Series(result.padj, index=self.dds.var_names)
         self.filter_threshold = result.threshold
-        self.filter_result = result
 
 
 def _fit_dataset(dds: DeseqDataSet) -> None:

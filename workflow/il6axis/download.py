@@ -545,6 +545,7 @@ def fetch(
     progress_every_bytes: int = 50 * 2**20,
     logger: logging.Logger | None = None,
     sleep: SleepFn = time.sleep,
+    missing_if_html: tuple[str, str] | None = None,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` atomically and verified; return a :class:`FetchResult`.
 
@@ -555,6 +556,10 @@ def fetch(
 
     Raises :class:`DownloadError` (never leaving ``dest`` or a ``.partial-*`` file behind) on a
     permanent failure or when all attempts failed.
+
+    ``missing_if_html`` = (what the file is, what a lasting HTML answer means) for an endpoint that may
+    answer a file it does not have with an HTML page instead of a 404: such a page is then retried like
+    a transient error, and a page on every attempt raises :class:`MissingFileError`.
     """
     if retries < 1:
         raise ValueError(f"retries must be >= 1, got {retries}")
@@ -565,6 +570,7 @@ def fetch(
 
     log.info("downloading %s -> %s", url, dest)
     last_exc: Exception | None = None
+    html_every_time = missing_if_html is not None
     for attempt in range(retries):
         try:
             sha256, n_bytes = _attempt(
@@ -578,7 +584,9 @@ def fetch(
                 log=log,
             )
         except (_Transient, DownloadError) as exc:
-            if isinstance(exc, DownloadError) and not exc.retryable:
+            is_html = isinstance(exc, HtmlPageError)
+            html_every_time = html_every_time and is_html
+            if isinstance(exc, DownloadError) and not exc.retryable and not (is_html and missing_if_html):
                 # A missing file may be expected (the caller can try another source): not an error yet.
                 log.log(
                     logging.WARNING if isinstance(exc, MissingFileError) else logging.ERROR,
@@ -609,6 +617,14 @@ def fetch(
         )
         return result
 
+    if html_every_time:
+        what, meaning = missing_if_html
+        message = (
+            f"an HTML page instead of {what} on all {retries} attempt(s) ({url}); read as: {meaning}. "
+            f"Last error: {last_exc}"
+        )
+        log.warning("download failed: %s", message)
+        raise MissingFileError(message) from last_exc
     message = (
         f"giving up on {url} after {retries} attempts; last error: {last_exc}. Fix: the server or "
         "network is failing; retry later, raise `download.retries`, or use a local mirror "

@@ -27,7 +27,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Polygon, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from il6axis.contrast import DEFAULT_KIND, KIND_LABEL, KINDS, Contrast, contrast_from_summary  # noqa: E402
+from il6axis.contrast import (  # noqa: E402
+    DEFAULT_KIND,
+    KIND_LABEL,
+    KINDS,
+    SEVERITY_KINDS,
+    Contrast,
+    contrast_from_summary,
+)
 from il6axis.errors import InputError  # noqa: E402
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 from il6axis.style import DIVERGING_CMAP, save  # noqa: E402
@@ -104,17 +111,18 @@ def _fmt_q(q: float) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _forest_kinds(forest: pd.DataFrame) -> pd.Series:
-    """The contrast kind of each forest row (older tables without the column: severe vs mild)."""
-    if "contrast" not in forest.columns:
-        return pd.Series(DEFAULT_KIND, index=forest.index)
-    return forest["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
+def _kinds(table: pd.DataFrame) -> pd.Series:
+    """The contrast kind of each row of a forest or meta table (older tables without the column, or rows
+    without a kind: severe vs mild)."""
+    if "contrast" not in table.columns:
+        return pd.Series(DEFAULT_KIND, index=table.index)
+    return table["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
 
 
 def _cohort_rows(forest: pd.DataFrame, cohorts: Sequence[str] | None) -> pd.DataFrame:
     """One row per cohort (cohort, tissue, stratum, contrast kind, pooled, reason) in display order:
     contrast kinds in ``KINDS`` order, within a kind material strata, then the given cohort order."""
-    cohort_part = forest[forest["row_type"] == "cohort"].assign(contrast=_forest_kinds)
+    cohort_part = forest[forest["row_type"] == "cohort"].assign(contrast=_kinds)
     # A cohort on another effect scale, or of contrast kind `other`, is drawn but not pooled (meta.run_meta).
     pooled = (
         cohort_part["pooled"].astype(str).str.lower().isin(["true", "1"])
@@ -145,7 +153,7 @@ def _section_title(kind: str) -> str:
     """Heading row of a contrast kind in a forest plot with several kinds."""
     if kind == "other":
         return "other contrasts (never pooled)"
-    severity = kind in ("severe_vs_mild", "critical_vs_severe")
+    severity = kind in SEVERITY_KINDS
     return f"{KIND_LABEL.get(kind, kind)}{'' if severity else ' (not a severity contrast)'}"
 
 
@@ -203,20 +211,13 @@ def _diamond(ax: plt.Axes, y: float, est: float, lo: float, hi: float, colour: s
     ax.add_patch(poly)
 
 
-def _meta_kinds(meta: pd.DataFrame) -> pd.Series:
-    """The contrast label of each meta-analysis row (older tables without the column: severe vs mild)."""
-    if "contrast" not in meta.columns:
-        return pd.Series(DEFAULT_KIND, index=meta.index)
-    return meta["contrast"].fillna(DEFAULT_KIND).astype(str).replace("", DEFAULT_KIND)
-
-
 def _panel_title(feature: str, meta_f: pd.DataFrame, label: str | None = None) -> str:
     """Feature name plus one line per pooled fit: k, I2, q (only where a pooled fit exists); the contrast
     kind leads each line when fits of several kinds are shown."""
     lines = [label or feature]
     rank = {s: i for i, s in enumerate((*STRATUM_ORDER, "all"))}
     kind_rank = {k: i for i, k in enumerate(KINDS)}
-    meta_f = meta_f.assign(contrast=_meta_kinds(meta_f))
+    meta_f = meta_f.assign(contrast=_kinds(meta_f))
     ordered = meta_f.assign(
         _k=meta_f["contrast"].map(lambda k: kind_rank.get(k, len(kind_rank))),
         _r=meta_f["stratum"].map(lambda s: rank.get(s, len(rank))),
@@ -315,7 +316,7 @@ def _forest_panel(
                 cohorts.append((y, rec, key))
         elif kind == "pooled":
             contrast, stratum = key
-            m = meta_f[(_meta_kinds(meta_f) == contrast) & (meta_f["stratum"] == stratum)]
+            m = meta_f[(_kinds(meta_f) == contrast) & (meta_f["stratum"] == stratum)]
             if m.empty or not np.isfinite(m["pooled_log2FoldChange"].iloc[0]):
                 k = int(m["k"].iloc[0]) if len(m) and np.isfinite(m["k"].iloc[0]) else 0
                 _not_tested(ax, y, f"k={k}: no pooled estimate")
@@ -379,7 +380,7 @@ def forest_grid(
         raise InputError("forest_grid: no features to plot; the meta-analysis table has no rows to show.")
     labels = dict(labels or {})
     cohort_rows = _cohort_rows(forest, cohorts)
-    meta_keys = list(dict.fromkeys(zip(_meta_kinds(meta), meta["stratum"], strict=True)))
+    meta_keys = list(dict.fromkeys(zip(_kinds(meta), meta["stratum"], strict=True)))
     layout = _layout(cohort_rows, meta_keys, contrasts)
     if not layout:
         layout = [("empty", "", "no cohort tested these features")]
@@ -482,7 +483,7 @@ def _rank_effect(meta: pd.DataFrame, forest: pd.DataFrame) -> pd.Series:
     """|effect| per feature for ranking: the first contrast kind (``KINDS`` order) with a pooled fit, its
     primary pooled stratum, then 'all', PBMC, other; else the largest cohort effect."""
     rank = pd.Series(dtype=float)
-    kinds = _meta_kinds(meta)
+    kinds = _kinds(meta)
     for kind in [k for k in KINDS if k in set(kinds)] or [DEFAULT_KIND]:
         for stratum in ("whole_blood", "all", "pbmc", "other"):
             part = meta[
@@ -525,7 +526,7 @@ def _read_tsv(path: str | Path) -> pd.DataFrame:
 def contrast_wording(forest: pd.DataFrame) -> tuple[str, str]:
     """What the effects compare, (short for axis labels, long for titles): the one kind's label ('severe vs
     mild') twice, or, with several kinds, 'case vs reference' (of each cohort's declared contrast)."""
-    kinds = [k for k in KINDS if k in set(_forest_kinds(forest))] or [DEFAULT_KIND]
+    kinds = [k for k in KINDS if k in set(_kinds(forest))] or [DEFAULT_KIND]
     if len(kinds) == 1:
         return KIND_LABEL[kinds[0]], KIND_LABEL[kinds[0]]
     return "case vs reference", "case vs reference of each cohort's declared contrast (row labels)"

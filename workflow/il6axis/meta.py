@@ -101,7 +101,6 @@ ANALYSIS_ALL_CONTRASTS = "all contrasts pooled"
 ANALYSIS_ALL_CONTRASTS_ALL_SCALES = "all contrasts and all scales pooled"
 ANALYSIS_LEAVE_ONE_OUT = "leave one out"
 # Leave-one-cohort-out stability of pooled calls (cohort_stability); the within-cohort names are shared.
-STABILITY_ROBUST, STABILITY_BORDERLINE, STABILITY_NOT_CALLED = ROBUST, BORDERLINE, NOT_CALLED
 STABILITY_NOT_POOLED = "not_pooled"
 CI_RE = "random_effect"
 CI_HKSJ = "hksj"
@@ -810,7 +809,7 @@ def run_meta(
     for cohort in sensitivity_exclude:  # only cohorts that are in a primary fit can be left out of it
         kind = plan.primary_group(cohort) if cohort in set(cohorts) else None
         if kind is not None:
-            fit = run(plan.members(kind), [*off_scale_in(kind), cohort], kind)
+            fit = leave_outs[kind][cohort]  # the same fit the stability rule made
             runs.append(fit.assign(analysis=ANALYSIS_LEAVE_ONE_OUT, excluded=cohort))
     runs += [
         run(plan.members(kind), [], kind).assign(analysis=ANALYSIS_ALL_SCALES, excluded="")
@@ -866,7 +865,7 @@ def cohort_stability(
             notes.append("")
             continue
         if not (np.isfinite(rec.q) and rec.q < alpha):
-            classes.append(STABILITY_NOT_CALLED)
+            classes.append(NOT_CALLED)
             notes.append("")
             continue
         fits = indexed.get(str(rec.contrast), {})
@@ -878,7 +877,7 @@ def cohort_stability(
             held, why = _call_holds(row, own, rec.feature, np.sign(estimate), alpha)
             if not held:
                 lost.append(f"without {cohort}: {why}")
-        classes.append(STABILITY_BORDERLINE if lost else STABILITY_ROBUST)
+        classes.append(BORDERLINE if lost else ROBUST)
         notes.append("; ".join(lost) if lost else f"holds without each of the {k} cohorts in turn")
     return meta.assign(stability=classes, stability_note=notes)
 

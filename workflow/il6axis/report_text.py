@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from il6axis.contrast import DEFAULT_KIND, KIND_LABEL, KINDS, Contrast, contrast_from_summary
+from il6axis.contrast import DEFAULT_KIND, KIND_LABEL, KINDS, SEVERITY_KINDS, Contrast, contrast_from_summary
 from il6axis.errors import InputError
 from il6axis.genesets import CORE_SIGNALLING as CORE_GENES
 from il6axis.meta import (
@@ -160,14 +160,10 @@ def _plan(summaries: Mapping[str, Mapping[str, Any]]) -> PoolingPlan:
 
 
 def _stratum_cohorts(
-    summaries: Mapping[str, Mapping[str, Any]], cohorts: Sequence[str] | None = None
+    summaries: Mapping[str, Mapping[str, Any]], cohorts: Sequence[str]
 ) -> dict[str, list[str]]:
-    """Cohorts in each material stratum (and ``all``), in the given cohort order; by default the cohorts
-    of every primary fit (cohorts off their kind's scale, or of kind ``other``, are left out as in the
-    meta-analysis), else only ``cohorts`` (one contrast kind's primary fit)."""
-    if cohorts is None:
-        plan = _plan(summaries)
-        cohorts = [c for members in plan.groups.values() for c in members]
+    """The ``cohorts`` of one contrast kind's primary fit in each material stratum (and ``all``), in the
+    summaries' cohort order."""
     out: dict[str, list[str]] = {s: [] for s in STRATUM_ORDER}
     for cohort, summary in summaries.items():
         if cohort not in set(cohorts):
@@ -198,7 +194,7 @@ def _kind_heading(kind: str, cohorts: Sequence[str], several: bool) -> list[str]
     if not several:
         return []
     listed = ", ".join(f"``{c}``" for c in cohorts)
-    note = "" if kind in ("severe_vs_mild", "critical_vs_severe") else "; not a severity contrast"
+    note = "" if kind in SEVERITY_KINDS else "; not a severity contrast"
     pooling = "pooled with each other only" if len(cohorts) > 1 else "not pooled with cohorts of other kinds"
     return [f"*Contrast {KIND_LABEL.get(kind, kind)}* ({listed}; {pooling}{note})", ""]
 

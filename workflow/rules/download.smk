@@ -75,6 +75,9 @@ rule download_gene_info:
 # A cohort with `counts.sources`: the first source whose file exists (a 404/410 or a file absent from
 # download.local_dir moves on; any other failure stops), plus a record of the choice for build_cohort.
 rule fetch_count_sources:
+    input:
+        # `source: local` files are inputs, so an edited local table reruns the choice.
+        local=lambda wc: [s["path"] for s in count_sources(wc.cohort) if s["source"] == "local"],
     output:
         file=chosen_counts_path("{cohort}"),
         record=record_path(chosen_counts_path("{cohort}")),
