@@ -77,7 +77,9 @@ rule download_gene_info:
 rule fetch_count_sources:
     input:
         # `source: local` files are inputs, so an edited local table reruns the choice.
-        local=lambda wc: [s["path"] for s in count_sources(wc.cohort) if s["source"] == "local"],
+        local=lambda wc: [
+            s["path"] for s in count_sources(wc.cohort) if s["source"] == "local"
+        ],
     output:
         file=chosen_counts_path("{cohort}"),
         record=record_path(chosen_counts_path("{cohort}")),
