@@ -1,10 +1,11 @@
-"""Benchmark: the DE step (``il6axis.de.run_deseq2``) on synthetic cohorts of growing size. Run by hand:
+"""Benchmark: the DE step (``il6axis.de.nb.run_deseq2``) on synthetic cohorts of growing size. Run by hand:
 
     /tmp/probe/bin/python bench/bench_de.py --genes 20000 --samples 100 500 2000 --n-cpus 2 --inference fast
     /tmp/probe/bin/python bench/bench_de.py --samples 100 --inference fast --lfc-shrink --r
 
 For every cohort size and inference (``fast``: ``run_deseq2`` as the workflow runs it, with
-``il6axis.fast_inference.FastInference`` and the default ``de.engine: r_compatible``; ``stock``: the same call
+``il6axis.de.fast_inference.FastInference`` and the default ``de.engine: r_compatible``; ``stock``: the
+same call
 with ``de.engine: pydeseq2`` and pydeseq2's ``DefaultInference`` substituted, i.e. pydeseq2 as released)
 a fresh interpreter reads the cohort h5ad and runs ``run_deseq2`` (``n_cpus`` workers;
 LFC shrinkage only with ``--lfc-shrink``). Reported per run:
@@ -61,7 +62,7 @@ def child(args: list[str]) -> None:
     import anndata as ad
     from pydeseq2.default_inference import DefaultInference
 
-    from il6axis import de
+    from il6axis.de import nb as de
 
     rss_imports = _rss_mib()
     adata = ad.read_h5ad(h5ad)

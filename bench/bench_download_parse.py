@@ -5,7 +5,8 @@
 Prints three small tables:
 
 1. Download throughput over loopback through ``tests/geo_server.FakeGeo`` (in-process server thread) with
-   ``il6axis.download.fetch``: the real GSE152418 NCBI counts (1.4 MB), the real NCBI gene_info (2.9 MB)
+   ``il6axis.acquire.download.fetch``: the real GSE152418 NCBI counts (1.4 MB), the real NCBI gene_info
+   (2.9 MB)
    and a synthetic ~100 MB gzip file (seeded random digit/tab text, ~2.0x compressible; real count
    tables are ~2.9x). MB/s (10^6 B) include the whole verification (whole gzip stream decoded, sha256
    compared with a pinned checksum, header line, fsync, atomic rename). For comparison, ``copy_local``
@@ -174,7 +175,7 @@ def bench_downloads(data_root: Path, work: Path, download_mb: float, repeats: in
     """Fetch each file through FakeGeo and copy it with copy_local, each at least ``repeats`` times."""
     from geo_server import FakeGeo
 
-    from il6axis.download import (
+    from il6axis.acquire.download import (
         GENE_INFO_NAME,
         copy_local,
         expect_first_line_prefix,
@@ -331,7 +332,7 @@ def _load_cached(cache: Path) -> Any:
 def _work_read(table: str, cache_dir: str) -> dict[str, Any]:
     import numpy as np
 
-    from il6axis.counts_io import read_count_table
+    from il6axis.acquire.count_tables import read_count_table
 
     before = _maxrss_mib()
     start = time.perf_counter()
@@ -348,7 +349,7 @@ def _work_read(table: str, cache_dir: str) -> dict[str, Any]:
 
 
 def _work_integer(cache_dir: str) -> dict[str, Any]:
-    from il6axis.counts_io import to_integer_counts
+    from il6axis.acquire.count_tables import to_integer_counts
 
     df = _load_cached(Path(cache_dir))
     before = _maxrss_mib()
@@ -365,7 +366,7 @@ def _work_integer(cache_dir: str) -> dict[str, Any]:
 
 
 def _work_map(cache_dir: str, gene_info_path: str) -> list[dict[str, Any]]:
-    from il6axis.gene_ids import load_gene_info, map_to_symbols
+    from il6axis.cohort.gene_ids import load_gene_info, map_to_symbols
 
     before = _maxrss_mib()
     start = time.perf_counter()
@@ -384,9 +385,9 @@ def _work_map(cache_dir: str, gene_info_path: str) -> list[dict[str, Any]]:
 
 
 def _work_real_path(counts_path: str, gene_info_path: str) -> dict[str, Any]:
-    """The workflow's order (il6axis.build.build_cohort): read, load gene_info, map, integer."""
-    from il6axis.counts_io import read_count_table, to_integer_counts
-    from il6axis.gene_ids import load_gene_info, map_to_symbols
+    """The workflow's order (il6axis.cohort.build.build_cohort): read, load gene_info, map, integer."""
+    from il6axis.acquire.count_tables import read_count_table, to_integer_counts
+    from il6axis.cohort.gene_ids import load_gene_info, map_to_symbols
 
     before = _maxrss_mib()
     t0 = time.perf_counter()

@@ -149,7 +149,7 @@ def _before(threads: int = 2) -> None:
     import numpy as np
     import pandas as pd
 
-    from il6axis import expression, prerank, scores
+    from il6axis.analysis import expression, prerank, scores
 
     read_h5ad, read_csv = anndata.read_h5ad, pd.read_csv
     anndata.read_h5ad = lambda path, **kw: read_h5ad(path, **{k: v for k, v in kw.items() if k != "backed"})
@@ -197,7 +197,8 @@ def _stage_sampler(out: Path) -> None:
     import anndata
     import psutil
 
-    from il6axis import cohort_analysis, expression, genesets, scores
+    from il6axis.analysis import cohort_tables as cohort_analysis
+    from il6axis.analysis import expression, genesets, scores
 
     me, current, peaks, order = psutil.Process(), ["imports"], {}, []
 

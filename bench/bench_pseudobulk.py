@@ -2,7 +2,8 @@
 
 Writes a synthetic cells x genes sparse .h5ad chunk by chunk with h5py in AnnData's on-disk layout (CSR
 ``X`` + ``obs``/``var`` dataframes), never holding the matrix in memory, then runs
-``il6axis.singlecell.qc_metrics_backed`` and ``il6axis.singlecell.pseudobulk`` on it, each in a fresh Python
+``il6axis.singlecell.analysis.qc_metrics_backed`` and ``il6axis.singlecell.analysis.pseudobulk`` on it,
+each in a fresh Python
 process, and reports wall time and peak resident memory (VmHWM). Peak RSS that stays flat from
 100k to 1M cells while the file grows 10x shows that memory is bounded by the chunk, not the file.
 
@@ -144,7 +145,7 @@ def measure(step: str, path: Path, chunk_size: int, max_nnz: int) -> dict[str, f
     import anndata as ad
     import scanpy  # noqa: F401  (imported lazily by the QC step; keep import time out of the timing)
 
-    from il6axis import singlecell
+    from il6axis.singlecell import analysis as singlecell
 
     baseline = _status_mb("VmRSS")
     start = time.perf_counter()

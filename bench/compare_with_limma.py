@@ -1,4 +1,4 @@
-"""Validate the log2 linear-model DE route (il6axis.linear_de) against R limma-trend on the same data.
+"""Validate the log2 linear-model DE route (il6axis.de.linear) against R limma-trend on the same data.
 
 Run by hand (needs Rscript with limma and jsonlite; Debian: r-bioc-limma r-cran-jsonlite):
 
@@ -7,7 +7,7 @@ Run by hand (needs Rscript with limma and jsonlite; Debian: r-bioc-limma r-cran-
     /tmp/probe/bin/python bench/compare_with_limma.py --equal-variance 500 8
     /tmp/probe/bin/python bench/compare_with_limma.py COHORT.h5ad --layer normalised
 
-Our side is ``il6axis.linear_de.run_log_linear`` as the workflow would run it, timed in this process
+Our side is ``il6axis.de.linear.run_log_linear`` as the workflow would run it, timed in this process
 around the call (import and data building excluded). R gets the log2(normalised + 1) values of the genes
 that passed our expression filter, our model frame (``contrast_design_frame``: numeric covariates
 standardised, severity mild/severe) and our design formula, and runs ``lmFit`` + ``eBayes(trend = TRUE)`` +
@@ -15,7 +15,8 @@ standardised, severity mild/severe) and our design formula, and runs ``lmFit`` +
 
 Cohorts:
 - GSE293708: the author's DESeq2-normalised counts; Severe + Critical (8) vs Mild (4), no covariates.
-- synthetic: ``il6axis.demo.simulate`` NB counts (age, sex; planted effects), no healthy samples, turned into
+- synthetic: ``il6axis.acquire.demo.simulate`` NB counts (age, sex; planted effects), no healthy samples,
+turned into
   DESeq2-style normalised counts (median-of-ratios size factors), so the mean-variance trend is realistic.
 - equal-variance: every gene has the same log2 variance, so the prior df is infinite (limma's Inf branch).
 
@@ -44,10 +45,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from il6axis.de import DeSettings, contrast_design_frame, design_formula, expression_filter  # noqa: E402
-from il6axis.demo import DemoSpec, simulate  # noqa: E402
-from il6axis.groups import EXCLUDED, MILD, SEVERE  # noqa: E402
-from il6axis.linear_de import log2_expression, run_log_linear  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate  # noqa: E402
+from il6axis.de.linear import log2_expression, run_log_linear  # noqa: E402
+from il6axis.de.nb import DeSettings, contrast_design_frame, design_formula, expression_filter  # noqa: E402
+from il6axis.vocabulary import EXCLUDED, MILD, SEVERE  # noqa: E402
 
 R_SCRIPT = ROOT / "bench" / "limma_reference.R"
 TARGET_LFC_ABS = 1e-10
@@ -212,7 +213,7 @@ def prior_agreement(
     adata: ad.AnnData, covariates: Sequence[str], min_count: int, ref: pd.DataFrame, info: dict[str, Any]
 ) -> dict[str, Any]:
     """Our d0 and per-gene s0^2 (trend) against limma's df.prior and s2.prior."""
-    from il6axis.linear_de import design_matrix, fit_linear_models, moderated_t
+    from il6axis.de.linear import design_matrix, fit_linear_models, moderated_t
 
     in_contrast = adata.obs["severity"].astype(str).isin([SEVERE, MILD]).to_numpy()
     sub = adata[in_contrast]

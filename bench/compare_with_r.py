@@ -14,7 +14,7 @@ file; Severe + Critical vs Mild) and GSE198256 (NCBI counts, CD14+ monocytes; ac
 donors; not a severity contrast, but a valid two-group NB fit). Cohorts without counts are left out
 (bench/README.md says why).
 
-Our side is ``il6axis.de.run_deseq2`` as the workflow runs it (lfc_shrink off, ``--n-cpus`` workers,
+Our side is ``il6axis.de.nb.run_deseq2`` as the workflow runs it (lfc_shrink off, ``--n-cpus`` workers,
 FastInference), once per ``--engines`` value (``r_compatible``, the default engine, and ``pydeseq2``, stock
 pydeseq2's procedures), timed in a fresh process around the call (imports and h5ad reading excluded).
 With ``--fast`` the pydeseq2 engine also runs on pydeseq2's own ``DefaultInference`` and the two are
@@ -53,10 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from il6axis.build import build_cohort  # noqa: E402
-from il6axis.de import contrast_design_frame, design_formula, expression_filter  # noqa: E402
-from il6axis.demo import DemoSpec, simulate, write_demo  # noqa: E402
-from il6axis.groups import MILD, SEVERE  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate, write_demo  # noqa: E402
+from il6axis.cohort.build import build_cohort  # noqa: E402
+from il6axis.de.nb import contrast_design_frame, design_formula, expression_filter  # noqa: E402
+from il6axis.vocabulary import MILD, SEVERE  # noqa: E402
 
 R_SCRIPT = ROOT / "bench" / "deseq2_reference.R"
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -257,7 +257,7 @@ def child_run(
     """In a fresh process: run_deseq2 as the workflow does, timed; keeps the per-gene dispersions."""
     from unittest import mock
 
-    from il6axis import de
+    from il6axis.de import nb as de
 
     adata = ad.read_h5ad(h5ad)
     settings = de.DeSettings(lfc_shrink=False, n_cpus=n_cpus, engine=engine)

@@ -5,7 +5,8 @@ tests read the committed files:
 
     .venv/bin/python bench/make_r_fixtures.py
 
-Each case is a seeded simulation (il6axis.demo) with planted severity effects, plus planted single-sample
+Each case is a seeded simulation (il6axis.acquire.demo) with planted severity effects, plus planted
+single-sample
 outliers (one extreme count in a gene), and the sex genes the simulator makes (XIST ~0 in males, RPS4Y1 ~0
 in females), so that the cases exercise every step where pydeseq2 0.5.4 and R DESeq2 1.38 differ
 (r_compatible.py): gene-wise and MAP dispersion fits, dispersion outliers, the trend, Cook's replacement
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from compare_with_r import R_SCRIPT, export_for_r  # noqa: E402
 
-from il6axis.demo import DemoSpec, simulate  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "deseq2_r"
 NAMED = ["IL6", "SOCS3", "STAT3", "XIST", "RPS4Y1"]

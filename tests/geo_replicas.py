@@ -152,7 +152,7 @@ def _severe_female(meta: pd.DataFrame, severe_rule, female_rule) -> tuple[np.nda
 
 def write_gse157103(root: Path, shared: Path, universe: Universe) -> None:
     """Real series matrix + NCBI raw-count layout for its 126 GSMs (Entrez rows, tab-separated)."""
-    from il6axis.geo_metadata import read_series_matrix
+    from il6axis.acquire.geo_metadata import read_series_matrix
 
     real = shared / "GSE157103" / "GSE157103_series_matrix.txt.gz"
     _link(real, root / "GSE157103" / real.name)
@@ -204,7 +204,7 @@ def gse172114_columns(meta: pd.DataFrame, form: str) -> list[str]:
 
 def write_gse172114(root: Path, shared: Path, universe: Universe, column_form: str = "prefix") -> None:
     """Real series matrix + the author matrix: log2 TMM values with negatives, versioned Ensembl rows."""
-    from il6axis.geo_metadata import read_series_matrix
+    from il6axis.acquire.geo_metadata import read_series_matrix
 
     real = shared / "GSE172114" / "GSE172114_series_matrix.txt.gz"
     _link(real, root / "GSE172114" / real.name)

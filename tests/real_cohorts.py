@@ -36,7 +36,8 @@ def gse155454_from_geo() -> dict:
 
 
 def gse155454_local_spec() -> dict:
-    """GSE155454's validated-looking spec for calling ``il6axis.build.build_cohort`` on the shared files."""
+    """GSE155454's validated-looking spec for calling ``il6axis.cohort.build.build_cohort`` on the shared
+    files."""
     return copy.deepcopy(
         {
             **GSE155454_CONTRAST,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
-from il6axis.build import build_cohort
+from il6axis.cohort.build import build_cohort
 from il6axis.errors import InputError
 
 SPEC = {

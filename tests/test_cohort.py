@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.cohort import assign_severity, build_covariates, define_contrast, to_anndata
+from il6axis.cohort.samples import assign_severity, build_covariates, define_contrast, to_anndata
 from il6axis.errors import InputError
 
 
@@ -118,7 +118,7 @@ def test_anndata_layout():
 
 
 def test_normalised_values_are_checked_and_kept_as_floats(caplog: pytest.LogCaptureFixture) -> None:
-    from il6axis.build import normalised_values
+    from il6axis.cohort.build import normalised_values
 
     table = pd.DataFrame({"S1": [10.5, 0.0], "S2": [3.25, 7.0]}, index=["IL6R", "SOCS3"])
     out = normalised_values(table, "x.csv")
@@ -128,6 +128,6 @@ def test_normalised_values_are_checked_and_kept_as_floats(caplog: pytest.LogCapt
         InputError, match=r"x\.csv: column 'S2' row 'SOCS3' value -0.5 is negative .*not log-transformed"
     ):
         normalised_values(bad, "x.csv")
-    with caplog.at_level("WARNING", logger="il6axis.build"):
+    with caplog.at_level("WARNING", logger="il6axis.cohort.build"):
         normalised_values(table.round(), "x.csv")
     assert any("value_type: counts" in r.message for r in caplog.records)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import PROJECT_ROOT
 
-from il6axis.cohort_analysis import run_orientation, score_effects_table
+from il6axis.analysis.cohort_tables import run_orientation, score_effects_table
+from il6axis.analysis.orientation import load_markers
 from il6axis.errors import InputError
-from il6axis.orientation import load_markers
 
 
 def _de_table(sign: float) -> pd.DataFrame:
@@ -73,9 +73,10 @@ def test_normalised_cohort_uses_its_values_and_log2_scale_and_the_linear_model()
     """A cohort with normalised values only: no size factors, no VST, the linear route in the refit."""
     import anndata as ad
 
-    from il6axis import expression, severity_model
-    from il6axis.cohort_analysis import ScoreSettings, _expression_scales
-    from il6axis.de import DeSettings
+    from il6axis.analysis import expression
+    from il6axis.analysis.cohort_tables import ScoreSettings, _expression_scales
+    from il6axis.de import routing as severity_model
+    from il6axis.de.nb import DeSettings
 
     rng = np.random.default_rng(11)
     n_genes, groups = 300, ["mild"] * 6 + ["severe"] * 6 + ["excluded"] * 2

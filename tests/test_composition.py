@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from test_orientation import gse152418_cohort
 
-from il6axis.cohort import to_anndata
-from il6axis.composition import (
+from il6axis.analysis.composition import (
     COMPOSITION_DRIVEN,
     NOT_SIGNIFICANT,
     NOT_TESTED,
@@ -21,9 +20,10 @@ from il6axis.composition import (
     neutrophil_score,
     should_adjust,
 )
-from il6axis.de import DeSettings, run_deseq2
+from il6axis.analysis.expression import contrast_counts, normalised_counts, size_factors
+from il6axis.cohort.samples import to_anndata
+from il6axis.de.nb import DeSettings, run_deseq2
 from il6axis.errors import InputError
-from il6axis.expression import contrast_counts, normalised_counts, size_factors
 
 
 def log_normalise(counts: pd.DataFrame) -> pd.DataFrame:

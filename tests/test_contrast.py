@@ -13,7 +13,7 @@ from jinja2 import Environment
 from snakemake.utils import validate
 from workflow_runner import PROJECT_ROOT
 
-from il6axis.contrast import (
+from il6axis.cohort.contrast import (
     DEFAULT_LABELS,
     KIND_LABEL,
     KINDS,
@@ -25,7 +25,7 @@ from il6axis.contrast import (
     pooling_kind,
 )
 from il6axis.errors import InputError
-from il6axis.plots import contrast_title, direction_names, effect_and_test_names
+from il6axis.figures.de import contrast_title, direction_names, effect_and_test_names
 
 SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 

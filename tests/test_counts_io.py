@@ -1,4 +1,5 @@
-"""Tests for il6axis.counts_io: count-table reading/validation, integer conversion, sample-ID matching."""
+"""Tests for il6axis.acquire.count_tables: count-table reading/validation, integer conversion, sample-ID
+matching."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.counts_io import (
+from il6axis.acquire.count_tables import (
     INDEX,
     make_names,
     read_count_table,
     reconcile_sample_ids,
     to_integer_counts,
 )
+from il6axis.acquire.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
 from il6axis.errors import InputError
-from il6axis.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
 
 GSE152418_COUNTS = ("GSE152418", "GSE152418_raw_counts_GRCh38.p13_NCBI.tsv.gz")
 GSE152418_PDATA = ("GSE152418", "GSE152418_sample_metadata_GEOquery_pData.csv.gz")
@@ -60,7 +61,7 @@ def test_read_gse155454_symbol_counts(shared_data: Path) -> None:
 
 def test_read_gse293708_drops_symbol_column(shared_data: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = shared_data / "GSE293708" / "GSE293708_reconstructed_raw_counts.csv.gz"
-    with caplog.at_level(logging.INFO, logger="il6axis.counts_io"):
+    with caplog.at_level(logging.INFO, logger="il6axis.acquire.count_tables"):
         counts = read_count_table(path)
     assert counts.shape == (13403, 16)
     assert "Symbol" not in counts.columns and list(counts.columns[:2]) == ["H1", "H2"]
@@ -322,7 +323,7 @@ def test_reconcile_description_gse157103(shared_data: Path) -> None:
 def test_reconcile_prefers_index_then_title(caplog: pytest.LogCaptureFixture) -> None:
     meta = pd.DataFrame({"title": ["GSM2", "x", "y"]}, index=pd.Index(["GSM1", "GSM2", "GSM3"], name="gsm"))
     assert reconcile_sample_ids(["GSM2"], meta, file_label="f") == {"GSM2": "GSM2"}
-    with caplog.at_level(logging.INFO, logger="il6axis.counts_io"):
+    with caplog.at_level(logging.INFO, logger="il6axis.acquire.count_tables"):
         assert reconcile_sample_ids(["x", "y"], meta, file_label="f") == {"x": "GSM2", "y": "GSM3"}
     assert any("no count column" in r.message and "GSM1" in r.message for r in caplog.records)
 

@@ -10,8 +10,10 @@ from pydeseq2.ds import DeseqStats
 from scipy.stats import f as f_dist
 from statsmodels.stats.multitest import multipletests
 
-from il6axis.cohort import define_contrast, to_anndata
-from il6axis.de import (
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.cohort.samples import define_contrast, to_anndata
+from il6axis.de.fast_inference import FastInference
+from il6axis.de.nb import (
     DeSettings,
     _ChunkedCooksDataSet,
     _contrast_counts,
@@ -23,9 +25,7 @@ from il6axis.de import (
     panel_table,
     run_deseq2,
 )
-from il6axis.demo import DemoSpec, simulate
 from il6axis.errors import InputError
-from il6axis.fast_inference import FastInference
 
 NAMED = ["IL6", "IL6R", "IL6ST", "SOCS3", "HLA-DRA", "CD177", "XIST", "RPS4Y1"]
 SPEC = DemoSpec(n_genes=600, n_severe=8, n_mild=8, n_healthy=2, seed=11)
@@ -132,7 +132,7 @@ def test_panel_table_reports_absent_and_detection(fitted, small_cohort):
 def test_settings_from_rule_params():
     from types import SimpleNamespace
 
-    from il6axis.de import settings_from_params
+    from il6axis.de.nb import settings_from_params
 
     params = SimpleNamespace(alpha=0.1, min_count=5, lfc_shrink=True, cooks_refit=False)
     settings = settings_from_params(params, 3)

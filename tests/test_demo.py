@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from il6axis.demo import DemoSpec, simulate, write_demo
+from il6axis.acquire.demo import DemoSpec, simulate, write_demo
 
 NAMED = ["IL6", "IL6R", "SOCS3", "HLA-DRA", "XIST", "RPS4Y1"]
 SMALL = DemoSpec(n_genes=400, n_severe=6, n_mild=6, n_healthy=3)

@@ -1,4 +1,4 @@
-"""Tests of il6axis.download against a local fake GEO server serving the real shared data files."""
+"""Tests of il6axis.acquire.download against a local fake GEO server serving the real shared data files."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for geo_server under
 
 from geo_server import FakeGeo, make_fake_geo_fixture  # noqa: E402
 
-from il6axis import acquire  # noqa: E402
-from il6axis import download as dl  # noqa: E402
+from il6axis.acquire import download as dl  # noqa: E402
+from il6axis.acquire import sources as acquire  # noqa: E402
 from il6axis.errors import InputError  # noqa: E402
 
 fake_geo = make_fake_geo_fixture()
@@ -425,10 +425,10 @@ def test_progress_and_retry_logging(
 ) -> None:
     url = dl.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
     fake_geo.fail_with(url, 502, times=1)
-    caplog.set_level(logging.INFO, logger="il6axis.download")
+    caplog.set_level(logging.INFO, logger="il6axis.acquire.download")
     dest = tmp_path / "c.tsv.gz"
     result = dl.fetch(url, dest, progress_every_bytes=256 * 1024, sleep=SleepRecorder(), **FAST)
-    messages = [r.getMessage() for r in caplog.records if r.name == "il6axis.download"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "il6axis.acquire.download"]
     progress = [m for m in messages if " MiB / 1.3 MiB (" in m]
     # 1,415,316 bytes in 256 KiB steps -> 5 progress lines (18%, 37%, 55%, 74%, 92%)
     assert len(progress) == 5
@@ -754,7 +754,7 @@ def test_missing_first_source_falls_back_and_says_why(
 ) -> None:
     (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()  # GEO has not re-processed it
     dest = tmp_path / "out" / "c1.counts"
-    caplog.set_level(logging.INFO, logger="il6axis.acquire")
+    caplog.set_level(logging.INFO, logger="il6axis.acquire.sources")
     with FakeGeo(geo_root) as geo:
         result, choice = _fetch_sources(_settings(geo.base_url), dest)
         ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)

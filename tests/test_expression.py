@@ -1,4 +1,4 @@
-"""Contrast counts, DESeq2 size factors, VST and panel-gene detection (il6axis.expression)."""
+"""Contrast counts, DESeq2 size factors, VST and panel-gene detection (il6axis.analysis.expression)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 
-from il6axis.demo import DemoSpec, simulate
-from il6axis.errors import InputError
-from il6axis.expression import (
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.analysis.expression import (
     contrast_counts,
     contrast_values,
     detected_in,
@@ -22,6 +21,7 @@ from il6axis.expression import (
     size_factors,
     vst,
 )
+from il6axis.errors import InputError
 
 
 def _adata(counts_gxs: pd.DataFrame, groups: pd.Series, categories: list[str]) -> ad.AnnData:

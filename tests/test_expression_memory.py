@@ -2,7 +2,8 @@
 
 The step no longer runs gseapy's prerank (which holds every permutation at once, ~0.8 GB for 1,000
 permutations of 17,600 genes), no longer imports scanpy (~60 MB), and runs small VST fits without joblib
-process workers (~0.4 GB). il6axis.prerank and il6axis.scores.score_genes_scores reproduce gseapy and
+process workers (~0.4 GB). il6axis.analysis.prerank and il6axis.analysis.scores.score_genes_scores
+reproduce gseapy and
 scanpy: these tests run the libraries themselves on planted data and require identical numbers, so any drift
 (a gseapy or scanpy upgrade, a slip in the port) fails here. bench/bench_expression_memory.py measures the
 memory.
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis import prerank, scores
+from il6axis.analysis import prerank, scores
 
 N_GENES = 2000
 
@@ -185,7 +186,7 @@ def test_score_genes_equals_scanpy_bit_for_bit(ctrl_size, n_bins, seed):
 
 def test_vst_trend_fit_runs_in_process_and_large_fits_keep_workers(monkeypatch):
     """Process workers only for fits on >= VST_WORKER_MIN_GENES genes; the nsub trend fit stays in-process."""
-    from il6axis import expression
+    from il6axis.analysis import expression
 
     rng = np.random.default_rng(2)
     mean = np.exp(rng.normal(np.log(200.0), 1.2, 1500))

@@ -15,8 +15,8 @@ from pydeseq2.ds import DeseqStats
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from il6axis import fast_inference as fi
-from il6axis.fast_inference import SHRINK_SPOT_CHECK_GENES, FastInference, lbfgsb_lockstep
+from il6axis.de import fast_inference as fi
+from il6axis.de.fast_inference import SHRINK_SPOT_CHECK_GENES, FastInference, lbfgsb_lockstep
 
 
 def _cohort(

@@ -1,6 +1,6 @@
 """Per-cohort report figures: each writes a real PNG + SVG, and the QC figures find what was planted.
 
-A small simulated cohort (il6axis.demo) stands in for a real one: counts with planted severity and sex
+A small simulated cohort (il6axis.acquire.demo) stands in for a real one: counts with planted severity and sex
 effects, a recorded-sex label deliberately swapped on one sample, a log-count matrix standing in for
 the VST, a DE table drawn around the planted truth, and the real panel / marker resources.
 """
@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 from planted_de import de_table_around_truth
 
-from il6axis import figures_cohort as fc
-from il6axis import plots
-from il6axis.de import benjamini_hochberg
-from il6axis.demo import DemoSpec, simulate
-from il6axis.expression import normalised_counts, panel_expression, size_factors
-from il6axis.plots import read_summary
-from il6axis.scores import mean_z_scores, score_model
-from il6axis.style import save
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.analysis.expression import normalised_counts, panel_expression, size_factors
+from il6axis.analysis.scores import mean_z_scores, score_model
+from il6axis.de.nb import benjamini_hochberg
+from il6axis.figures import cohort as fc
+from il6axis.figures import de as plots
+from il6axis.figures.de import read_summary
+from il6axis.figures.style import save
 
 SWAPPED = "DEMO003"  # recorded sex flipped on this sample: the sex check must flag it
 
@@ -379,7 +379,7 @@ def test_normalised_cohort_figures_name_their_scale() -> None:
 
 def test_every_figure_names_the_declared_contrast(cohort, expression, de_files, resources):
     """A cohort whose reference slot holds healthy donors: no figure may call its groups severe / mild."""
-    from il6axis.contrast import Contrast
+    from il6axis.cohort.contrast import Contrast
 
     declared = Contrast("disease_vs_healthy", "acute COVID-19", "healthy donors")
     adata = cohort[0].copy()

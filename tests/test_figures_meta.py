@@ -1,7 +1,8 @@
 """Across-cohort figures and the computed front-page text, on synthetic meta-analysis tables.
 
 Three cohorts in two material strata (two whole blood / leukocytes, one PBMC) with a planted SOCS3 rise;
-the meta-analysis and forest tables are made by il6axis.meta itself, so the figures read the real layout.
+the meta-analysis and forest tables are made by il6axis.analysis.meta itself, so the figures read the real
+layout.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from docutils.core import publish_parts
 from PIL import Image
 from workflow_runner import PROJECT_ROOT
 
-from il6axis import figures_meta as fm
-from il6axis.contrast import contrast_from_config
+from il6axis.analysis.meta import forest_table, meta_analyse, run_meta
+from il6axis.cohort.contrast import contrast_from_config
 from il6axis.errors import InputError
-from il6axis.meta import forest_table, meta_analyse, run_meta
-from il6axis.report_text import (
+from il6axis.figures import meta as fm
+from il6axis.report.summary import (
     config_yaml,
     headlines_rst,
     provenance_rst,
@@ -550,7 +551,7 @@ def test_headlines_name_a_normalised_cohort_and_keep_it_out_of_the_strata(headli
 def test_a_healthy_reference_cohort_is_reported_and_drawn_as_its_own_contrast(tmp_path):
     """PBMC3 compares acute COVID-19 with healthy donors (its `mild` slot): the front page names its groups,
     warns, never calls the donors mild, and the forest plot keeps it apart from the severity cohorts."""
-    from il6axis.contrast import Contrast
+    from il6axis.cohort.contrast import Contrast
 
     healthy = Contrast("disease_vs_healthy", "acute COVID-19", "healthy donors")
     effects = _effects(COHORTS, GENES)

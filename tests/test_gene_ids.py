@@ -1,4 +1,5 @@
-"""Tests for il6axis.gene_ids: NCBI gene_info loading and Entrez/Ensembl/symbol -> symbol harmonisation."""
+"""Tests for il6axis.cohort.gene_ids: NCBI gene_info loading and Entrez/Ensembl/symbol -> symbol
+harmonisation."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.counts_io import read_count_table
-from il6axis.errors import InputError
-from il6axis.gene_ids import (
+from il6axis.acquire.count_tables import read_count_table
+from il6axis.cohort.gene_ids import (
     GeneInfo,
     MappingReport,
     check_panel_presence,
@@ -19,6 +19,7 @@ from il6axis.gene_ids import (
     map_to_symbols,
     strip_ensembl_version,
 )
+from il6axis.errors import InputError
 
 PANEL_ENTREZ = {
     "IL6": "3569",

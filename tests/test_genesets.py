@@ -1,4 +1,4 @@
-"""Gene-set resources (counts, membership, identifiers, licences) and the il6axis.genesets loader."""
+"""Gene-set resources (counts, membership, identifiers, licences) and the il6axis.analysis.genesets loader."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from il6axis.errors import InputError
-from il6axis.genesets import (
+from il6axis.analysis.genesets import (
     BUILTIN_SETS,
     SETS_UNDER_TEST,
     GeneSet,
@@ -19,7 +18,8 @@ from il6axis.genesets import (
     read_user_sets,
     tables_under_test,
 )
-from il6axis.orientation import TISSUES, marker_overlaps
+from il6axis.analysis.orientation import TISSUES, marker_overlaps
+from il6axis.errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = PROJECT_ROOT / "resources"

@@ -1,4 +1,4 @@
-"""Tests for il6axis.geo_metadata: series-matrix and sample-sheet parsing, age and sex helpers."""
+"""Tests for il6axis.acquire.geo_metadata: series-matrix and sample-sheet parsing, age and sex helpers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.errors import InputError
-from il6axis.geo_metadata import (
+from il6axis.acquire.geo_metadata import (
     clean_geoquery_columns,
     normalise_sex,
     parse_age,
     read_sample_sheet,
     read_series_matrix,
 )
+from il6axis.errors import InputError
 
 
 # ----------------------------------------------------------------------------------------- helpers

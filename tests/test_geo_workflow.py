@@ -12,10 +12,10 @@ from geo_server import FakeGeo
 from real_cohorts import GSE155454_CONTRAST, gse155454_from_geo
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
-from il6axis.acquire import retrieve, source_url
-from il6axis.cohort import assign_severity, define_contrast, filter_mask
-from il6axis.download import DownloadError
-from il6axis.geo_metadata import read_series_matrix
+from il6axis.acquire.download import DownloadError
+from il6axis.acquire.geo_metadata import read_series_matrix
+from il6axis.acquire.sources import retrieve, source_url
+from il6axis.cohort.samples import assign_severity, define_contrast, filter_mask
 
 DEFAULT_CONFIG = yaml.safe_load((PROJECT_ROOT / "config" / "config.yaml").read_text())
 

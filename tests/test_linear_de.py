@@ -15,11 +15,8 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from il6axis import severity_model
-from il6axis.de import DeSettings, run_deseq2
-from il6axis.errors import InputError
-from il6axis.groups import EXCLUDED, MILD, SEVERE
-from il6axis.linear_de import (
+from il6axis.de import routing as severity_model
+from il6axis.de.linear import (
     SCALE,
     fit_f_dist,
     fit_linear_models,
@@ -29,6 +26,9 @@ from il6axis.linear_de import (
     squeeze_variances,
     trigamma_inverse,
 )
+from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.errors import InputError
+from il6axis.vocabulary import EXCLUDED, MILD, SEVERE
 
 NB_COLUMNS = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj",
               "tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]  # fmt: skip

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis import severity_model
-from il6axis.cohort_analysis import ScoreSettings, expression_and_scores, run_composition
-from il6axis.de import DeSettings
-from il6axis.groups import EXCLUDED, MILD, SEVERE
-from il6axis.meta import off_primary_scale
+from il6axis.analysis.cohort_tables import ScoreSettings, expression_and_scores, run_composition
+from il6axis.analysis.meta import off_primary_scale
+from il6axis.de import routing as severity_model
+from il6axis.de.nb import DeSettings
+from il6axis.vocabulary import EXCLUDED, MILD, SEVERE
 
 NEUTROPHIL = ["CSF3R", "FCGR3B", "CXCR2"]
 SET_UP = [f"UP{i}" for i in range(12)]
@@ -98,7 +98,7 @@ def test_panel_table_detection_reads_the_floor():
 
     The log2 values are shifted to a log2-CPM-like floor of -4.32, where "value > 0" would call IL6
     (log2 values 0-1.5 above the floor) undetected everywhere."""
-    from il6axis.de import panel_table
+    from il6axis.de.nb import panel_table
 
     log2, linear, _ = _cohorts()
     log2.X = log2.X - 4.321928
@@ -169,9 +169,9 @@ def test_scale_labels_and_meta_rule():
 
 def test_figures_name_the_published_log2_scale(analysed, tmp_path):
     """Axis labels and titles say "published log2 normalised", never VST, counts or log2(x + 1)."""
-    from il6axis import figures_cohort as fc
-    from il6axis.plots import effect_and_test_names
-    from il6axis.style import save
+    from il6axis.figures import cohort as fc
+    from il6axis.figures.de import effect_and_test_names
+    from il6axis.figures.style import save
 
     (de, res, _, _), (de_lin, _, _, _), log2, _ = analysed
     name = "published log2 normalised"

@@ -11,9 +11,8 @@ from scipy import optimize, stats
 from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 
-import il6axis.meta as meta_mod
-from il6axis.errors import InputError
-from il6axis.meta import (
+import il6axis.analysis.meta as meta_mod
+from il6axis.analysis.meta import (
     NOTE_K2,
     REASON_FEW,
     forest_table,
@@ -24,6 +23,7 @@ from il6axis.meta import (
     stouffer,
     stratum_of,
 )
+from il6axis.errors import InputError
 
 Z95 = stats.norm.isf(0.025)
 

@@ -10,12 +10,8 @@ import pytest
 import yaml
 from real_cohorts import gse155454_local_spec
 
-from il6axis.build import build_cohort
-from il6axis.cohort import define_contrast, to_anndata
-from il6axis.de import DeSettings, run_deseq2
-from il6axis.demo import DemoSpec, simulate
-from il6axis.errors import InputError
-from il6axis.orientation import (
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.analysis.orientation import (
     CONSISTENT,
     INCONCLUSIVE,
     REVERSED,
@@ -27,6 +23,10 @@ from il6axis.orientation import (
     orientation_check,
     validate_markers,
 )
+from il6axis.cohort.build import build_cohort
+from il6axis.cohort.samples import define_contrast, to_anndata
+from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.errors import InputError
 
 # The design documented in resources/genesets/README.md: granulocyte genes need granulocytes in the
 # sample (blood fractions only); S100 alarmins and MHC-II change within monocytes (every material).

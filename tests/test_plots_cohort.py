@@ -1,7 +1,7 @@
 """The per-cohort plotting stage as one job: every figure from one read of each input, drawn fast
 without changing what the figures show (box geometry, log ticks, crop, label placement, determinism).
 
-A small simulated cohort (il6axis.demo) with planted severity effects stands in for a real one; the DE
+A small simulated cohort (il6axis.acquire.demo) with planted severity effects stands in for a real one; the DE
 table is drawn around the planted fold changes, and the expression / score files come from the
 project's own functions, so the figures see the workflow's file layouts.
 """
@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 from planted_de import de_table_around_truth
 
-from il6axis import figures_cohort as fc
-from il6axis import plots
-from il6axis.demo import DemoSpec, simulate
-from il6axis.expression import normalised_counts, panel_expression, size_factors
-from il6axis.scores import mean_z_scores, score_model
-from il6axis.style import save
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.analysis.expression import normalised_counts, panel_expression, size_factors
+from il6axis.analysis.scores import mean_z_scores, score_model
+from il6axis.figures import cohort as fc
+from il6axis.figures import de as plots
+from il6axis.figures.style import save
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_box_strip_returns_where_each_point_was_drawn():
 
 def test_de_figures_name_the_linear_route() -> None:
     """A table from the log2 linear-model route is labelled moderated t, not Wald / MLE."""
-    from il6axis.plots import effect_and_test_names
+    from il6axis.figures.de import effect_and_test_names
 
     nb = pd.DataFrame({"log2FoldChange": [1.0]})
     assert effect_and_test_names(nb) == ("log2 fold change, severe vs mild (MLE)", "Wald test")

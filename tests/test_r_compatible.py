@@ -24,8 +24,9 @@ from pydeseq2.utils import lowess as pydeseq2_lowess
 from scipy import special
 from statsmodels.stats.multitest import multipletests
 
-from il6axis import de, r_compatible
-from il6axis.fast_inference import FastInference
+from il6axis.de import nb as de
+from il6axis.de import r_compatible
+from il6axis.de.fast_inference import FastInference
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "deseq2_r"
 CASES = {"sex_severity": ["sex"], "severity_refit": []}

@@ -24,14 +24,7 @@ from docutils.core import publish_parts
 from geo_replicas import GSE161731_EXTRA_COLUMNS
 from snakemake.utils import validate
 
-from il6axis.build import build_cohort, write_cohort
-from il6axis.cohort import (
-    DEFAULT_CONFLICT,
-    DEFAULT_TIE_BREAK,
-    SUBJECT_COLUMNS,
-    build_contrast,
-)
-from il6axis.counts_io import (
+from il6axis.acquire.count_tables import (
     COLUMN_WITHOUT_METADATA,
     DEFAULT_MAX_UNMATCHED,
     ROW_WITHOUT_COLUMN,
@@ -39,9 +32,16 @@ from il6axis.counts_io import (
     make_names,
     match_samples,
 )
+from il6axis.acquire.geo_metadata import read_sample_sheet, read_series_matrix
+from il6axis.cohort.build import build_cohort, write_cohort
+from il6axis.cohort.samples import (
+    DEFAULT_CONFLICT,
+    DEFAULT_TIE_BREAK,
+    SUBJECT_COLUMNS,
+    build_contrast,
+)
 from il6axis.errors import InputError
-from il6axis.geo_metadata import read_sample_sheet, read_series_matrix
-from il6axis.report_text import headlines_rst
+from il6axis.report.summary import headlines_rst
 
 SCHEMA = str(PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml")
 EXTRA_COLUMNS = GSE161731_EXTRA_COLUMNS

@@ -8,9 +8,9 @@ import pytest
 from real_cohorts import gse155454_local_spec
 from scipy import stats
 
+from il6axis.analysis.expression import contrast_counts, normalised_counts, size_factors, vst
+from il6axis.analysis.scores import competitive_test, mean_z_scores, score_genes_scores, score_model
 from il6axis.errors import InputError
-from il6axis.expression import contrast_counts, normalised_counts, size_factors, vst
-from il6axis.scores import competitive_test, mean_z_scores, score_genes_scores, score_model
 
 N_GENES = 1500
 PLANTED = [f"G{i:05d}" for i in range(15)]  # +1 log2 in severe
@@ -192,7 +192,7 @@ def test_competitive_test_uses_tested_genes_and_size_limits(pathway):
 
 
 def test_real_gse155454_scores_and_missing_il6(shared_data):
-    from il6axis.build import build_cohort
+    from il6axis.cohort.build import build_cohort
 
     spec = gse155454_local_spec()
     built = build_cohort(

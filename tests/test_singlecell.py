@@ -13,10 +13,10 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from il6axis import singlecell as scell
-from il6axis.cohort import define_contrast
-from il6axis.de import DeSettings, run_deseq2
+from il6axis.cohort.samples import define_contrast
+from il6axis.de.nb import DeSettings, run_deseq2
 from il6axis.errors import InputError
+from il6axis.singlecell import analysis as scell
 
 SET_A = [f"MONOUP{i}" for i in range(1, 9)]  # up 2x in severe, monocytes only
 SET_B = [f"TUP{i}" for i in range(1, 5)]  # up 2.5x in severe, T cells only

@@ -12,13 +12,13 @@ import pytest
 from pydeseq2 import utils as pydeseq2_utils
 from scipy import stats
 
-from il6axis import stability as st
-from il6axis.cohort import to_anndata
-from il6axis.de import DeSettings, benjamini_hochberg, run_and_write, run_deseq2, settings_from_params
+from il6axis.analysis.meta import run_meta
+from il6axis.cohort.samples import to_anndata
+from il6axis.de import stability as st
+from il6axis.de.linear import fit_linear_models, run_log_linear
+from il6axis.de.nb import DeSettings, benjamini_hochberg, run_and_write, run_deseq2, settings_from_params
 from il6axis.errors import InputError
-from il6axis.linear_de import fit_linear_models, run_log_linear
-from il6axis.meta import run_meta
-from il6axis.report_text import headlines_rst
+from il6axis.report.summary import headlines_rst
 
 PLANTED = ("ROBUSTG", "FRAGILEG")
 

@@ -1,4 +1,4 @@
-"""The declared value type is checked against the numbers before modelling (il6axis.value_scale).
+"""The declared value type is checked against the numbers before modelling (il6axis.cohort.value_scale).
 
 Planted truth: synthetic tables built the way each value type is made (integer NB counts, RSEM-like
 expected counts, CPM, log2 CPM with edgeR's prior count, log2(x + 1)), and the real GSE293708 tables (the
@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.build import build_cohort
-from il6axis.errors import InputError
-from il6axis.value_scale import (
+from il6axis.cohort.build import build_cohort
+from il6axis.cohort.value_scale import (
     INTEGER,
     INVALID,
     LINEAR,
@@ -24,6 +23,7 @@ from il6axis.value_scale import (
     classify,
     detected_log2,
 )
+from il6axis.errors import InputError
 
 N_GENES, N_SAMPLES = 2000, 12
 

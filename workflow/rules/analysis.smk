@@ -23,7 +23,7 @@ rule expression_scores:
     conda:
         "../../envs/deseq2.yaml"
     # One core unless the VST fits every gene (vst_nsub: null): the nsub trend fit runs in-process
-    # (il6axis.expression.VST_WORKER_MIN_GENES) and the GSEA permutations are drawn one after another.
+    # (il6axis.analysis.expression.VST_WORKER_MIN_GENES) and the GSEA permutations are drawn one after another.
     threads: 1 if config["scores"]["vst_nsub"] else config["scores"]["threads"]
     resources:
         # Peak ~0.3 GB on GSE152418 (34 samples x 39,353 genes), at most the deseq2 step's; imports are

@@ -1,13 +1,10 @@
 """Build results/cohorts/{cohort}.h5ad from the cohort's count table and sample metadata."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.acquire import with_chosen_counts  # noqa: E402
-from il6axis.build import build_cohort, write_cohort  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.acquire.sources import with_chosen_counts
+from il6axis.cohort.build import build_cohort, write_cohort
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,16 +1,12 @@
 """Neutrophil-score-adjusted DE beside the primary fit (sensitivity analysis; skipped for PBMC)."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import anndata as ad
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import anndata as ad  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from il6axis.cohort_analysis import run_composition  # noqa: E402
-from il6axis.de import settings_from_params  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.analysis.cohort_tables import run_composition
+from il6axis.de.nb import settings_from_params
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,13 +1,10 @@
 """Fetch one GEO / NCBI file (or copy it from download.local_dir), verified, plus its manifest record."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.acquire import retrieve  # noqa: E402
-from il6axis.download import write_manifest  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.acquire.download import write_manifest
+from il6axis.acquire.sources import retrieve
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,12 +1,9 @@
 """Collect the per-file download records into results/downloads/manifest.tsv."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.acquire import merge_records  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.acquire.sources import merge_records
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

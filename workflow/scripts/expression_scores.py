@@ -1,19 +1,17 @@
 """Normalised / VST expression, the IL-6 panel by group, pathway scores and their tests for one cohort."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import anndata as ad
+import pandas as pd
 
-import anndata as ad  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from il6axis.cohort_analysis import ScoreSettings, expression_and_scores, write_tsv  # noqa: E402
-from il6axis.genesets import load_gene_sets  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.analysis.cohort_tables import ScoreSettings, expression_and_scores, write_tsv
+from il6axis.analysis.genesets import load_gene_sets
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-DE_COLUMNS = {"gene", "stat", "tested"}  # what il6axis.scores.competitive_test ranks by
+DE_COLUMNS = {"gene", "stat", "tested"}  # what il6axis.analysis.scores.competitive_test ranks by
 
 with logged(smk.log[0]):
     cfg = smk.params.settings

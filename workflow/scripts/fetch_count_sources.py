@@ -1,13 +1,10 @@
 """Fetch the first of a cohort's count sources whose file exists; write it, its record and the choice."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.acquire import fetch_first_available, write_choice  # noqa: E402
-from il6axis.download import write_manifest  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.acquire.download import write_manifest
+from il6axis.acquire.sources import fetch_first_available, write_choice
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,14 +1,10 @@
 """Random-effects meta-analysis of per-cohort effects (genes or scores), pooled per declared contrast."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pandas as pd  # noqa: E402
-
-from il6axis.meta import run_meta  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.analysis.meta import run_meta
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,17 +1,15 @@
 """Orientation check: do neutrophil markers go up and MHC-II down in severe, as expected?"""
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from il6axis.cohort_analysis import run_orientation  # noqa: E402
-from il6axis.genesets import tables_under_test  # noqa: E402
-from il6axis.orientation import load_markers  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.analysis.cohort_tables import run_orientation
+from il6axis.analysis.genesets import tables_under_test
+from il6axis.analysis.orientation import load_markers
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,12 +1,9 @@
 """Every figure of one cohort: sample QC, DE (volcano, MA, p-values), IL-6 panel, pathway scores."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.figures_cohort import CohortFigureInputs, write_cohort_figures  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.figures.cohort import CohortFigureInputs, write_cohort_figures
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,12 +1,9 @@
 """Across-cohort figures: forest plots (panel genes, pathway scores), log2FC heatmap, orientation summary."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis import figures_meta as fm  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.figures import meta as fm
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

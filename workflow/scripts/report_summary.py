@@ -1,12 +1,9 @@
 """Front-page text of the report (headline findings, provenance), software versions and the config used."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from il6axis.report_text import write_report_summary  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.report.summary import write_report_summary
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

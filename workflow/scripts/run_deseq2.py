@@ -1,15 +1,11 @@
 """Severe vs mild for one cohort: genome-wide table, IL-6 panel table, panel stability, run summary."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import anndata as ad
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import anndata as ad  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from il6axis.de import run_and_write, settings_from_params  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.de.nb import run_and_write, settings_from_params
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

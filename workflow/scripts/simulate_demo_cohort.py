@@ -1,14 +1,10 @@
 """Write the seeded demo cohort (counts, sample sheet, planted truth)."""
 
-import sys
-from pathlib import Path
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pandas as pd  # noqa: E402
-
-from il6axis.demo import DemoSpec, simulate, write_demo  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate, write_demo
+from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,16 +1,14 @@
 """Per cell type: pydeseq2 severe vs mild on donor pseudobulk, panel and pathway tables, figures."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from il6axis.de import settings_from_params  # noqa: E402
-from il6axis.genesets import load_gene_sets  # noqa: E402
-from il6axis.runlog import logged  # noqa: E402
-from il6axis.singlecell import analyse_celltypes  # noqa: E402
+from il6axis.analysis.genesets import load_gene_sets
+from il6axis.de.nb import settings_from_params
+from il6axis.runlog import logged
+from il6axis.singlecell.analysis import analyse_celltypes
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,14 +1,17 @@
 """Streamed QC and donor x cell-type pseudobulk of one single-cell cohort."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from il6axis.runlog import logged  # noqa: E402
-from il6axis.singlecell import SingleCellSettings, build_pseudobulk, read_donor_sheet, write_pseudobulk  # noqa: E402
+from il6axis.runlog import logged
+from il6axis.singlecell.analysis import (
+    SingleCellSettings,
+    build_pseudobulk,
+    read_donor_sheet,
+    write_pseudobulk,
+)
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
