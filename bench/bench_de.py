@@ -62,21 +62,21 @@ def child(args: list[str]) -> None:
     import anndata as ad
     from pydeseq2.default_inference import DefaultInference
 
-    from il6axis.de import nb as de
+    from il6axis.de import contract, nb
 
     rss_imports = _rss_mib()
     adata = ad.read_h5ad(h5ad)
     rss_loaded = _rss_mib()
     # "stock" is pydeseq2 0.5.4 as released: its engine and its per-gene inference.
-    engine = de.ENGINE_PYDESEQ2 if inference == "stock" else de.ENGINE_R
-    settings = de.DeSettings(lfc_shrink=shrink == "1", n_cpus=int(n_cpus), engine=engine)
+    engine = contract.ENGINE_PYDESEQ2 if inference == "stock" else contract.ENGINE_R
+    settings = contract.DeSettings(lfc_shrink=shrink == "1", n_cpus=int(n_cpus), engine=engine)
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
     if inference == "stock":
-        with mock.patch.object(de, "FastInference", DefaultInference):
-            result = de.run_deseq2(adata, json.loads(covs), settings)
+        with mock.patch.object(nb, "FastInference", DefaultInference):
+            result = nb.run_deseq2(adata, json.loads(covs), settings)
     else:
-        result = de.run_deseq2(adata, json.loads(covs), settings)
+        result = nb.run_deseq2(adata, json.loads(covs), settings)
     elapsed = time.perf_counter() - start
     result.table.to_csv(out_tsv, sep="\t", index=False, float_format="%.17g")
     info = {

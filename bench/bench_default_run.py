@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import _paths  # noqa: F401  (tests/ and workflow/ on sys.path; bench/ is sys.path[0])
 import pandas as pd
 import yaml
-from workflow_cmd import ROOT, snakemake_cmd  # sibling module: bench/ is sys.path[0]
-
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "workflow")]
-from geo_replicas import build_default_geo_tree  # noqa: E402
-from geo_server import FakeGeo  # noqa: E402
+from geo_replicas import build_default_geo_tree
+from geo_server import FakeGeo
+from workflow_cmd import ROOT, snakemake_cmd
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -175,16 +175,15 @@ def bench_downloads(data_root: Path, work: Path, download_mb: float, repeats: in
     """Fetch each file through FakeGeo and copy it with copy_local, each at least ``repeats`` times."""
     from geo_server import FakeGeo
 
-    from il6axis.acquire.download import (
+    from il6axis.acquire.download import copy_local, fetch
+    from il6axis.acquire.geo import (
         GENE_INFO_NAME,
-        copy_local,
-        expect_first_line_prefix,
-        fetch,
         gene_info_url,
         ncbi_counts_name,
         ncbi_counts_url,
         supplementary_url,
     )
+    from il6axis.acquire.payload_checks import expect_first_line_prefix
 
     synthetic = work / "synthetic_download.tsv.gz"
     gen_s = _write_synthetic_gzip(synthetic, download_mb * MB, SEED)

@@ -197,8 +197,7 @@ def _stage_sampler(out: Path) -> None:
     import anndata
     import psutil
 
-    from il6axis.analysis import cohort_tables as cohort_analysis
-    from il6axis.analysis import expression, genesets, scores
+    from il6axis.analysis import expression, expression_scores, genesets, scores
 
     me, current, peaks, order = psutil.Process(), ["imports"], {}, []
 
@@ -229,7 +228,7 @@ def _stage_sampler(out: Path) -> None:
     for owner, name, label in [
         (genesets, "load_gene_sets", "read inputs"),
         (anndata, "read_h5ad", "read inputs"),
-        (cohort_analysis, "_expression_scales", "counts, normalised, VST"),
+        (expression_scores, "_expression_scales", "counts, normalised, VST"),
         (expression, "panel_expression", "panel table"),
         (scores, "mean_z_scores", "mean z scores"),
         (scores, "score_genes_scores", "score_genes scores"),

@@ -5,7 +5,9 @@
 Runs the workflow on N copies of the demo cohort (same simulated files, N cohort entries, so every per-cohort
 rule runs N times and the meta-analysis pools N cohorts), then sums Snakemake's per-job benchmark files:
 wall seconds and the largest max_rss of the plotting rules (plot_cohort, one job per cohort, and plot_meta)
-against all other rules, then per rule. The machine's load average is printed with the numbers: the
+against all other rules, then per rule. The sample-QC numbers the QC figures draw (sex check, PCA, library
+sizes) are computed by rule cohort_qc and count as analysis: plot_cohort reads its tables and the expression
+AnnData only. The machine's load average is printed with the numbers: the
 benchmark shares the cores with whatever else runs, and job-seconds stretch with the load.
 """
 

@@ -2,10 +2,10 @@
 
 Writes a synthetic cells x genes sparse .h5ad chunk by chunk with h5py in AnnData's on-disk layout (CSR
 ``X`` + ``obs``/``var`` dataframes), never holding the matrix in memory, then runs
-``il6axis.singlecell.analysis.qc_metrics_backed`` and ``il6axis.singlecell.analysis.pseudobulk`` on it,
-each in a fresh Python
-process, and reports wall time and peak resident memory (VmHWM). Peak RSS that stays flat from
-100k to 1M cells while the file grows 10x shows that memory is bounded by the chunk, not the file.
+``il6axis.singlecell.qc.qc_metrics_backed`` and ``il6axis.singlecell.pseudobulk.pseudobulk`` on it, each
+in a fresh Python process, and reports wall time and peak resident memory (VmHWM). Peak RSS that stays
+flat from 100k to 1M cells while the file grows 10x shows that memory is bounded by the chunk, not the
+file.
 
     python bench/bench_pseudobulk.py                       # 100k and 1M cells x 30k genes, ~500 nnz/cell
     python bench/bench_pseudobulk.py --cells 20000 --genes 5000   # quick check
@@ -145,17 +145,16 @@ def measure(step: str, path: Path, chunk_size: int, max_nnz: int) -> dict[str, f
     import anndata as ad
     import scanpy  # noqa: F401  (imported lazily by the QC step; keep import time out of the timing)
 
-    from il6axis.singlecell import analysis as singlecell
+    from il6axis.singlecell.pseudobulk import pseudobulk
+    from il6axis.singlecell.qc import qc_metrics_backed
 
     baseline = _status_mb("VmRSS")
     start = time.perf_counter()
     if step == "qc":
-        out = singlecell.qc_metrics_backed(path, chunk_size=chunk_size, max_nnz=max_nnz)
+        out = qc_metrics_backed(path, chunk_size=chunk_size, max_nnz=max_nnz)
         detail = float(len(out))
     elif step == "pseudobulk":
-        counts, _ = singlecell.pseudobulk(
-            path, ("donor", "cell_type"), chunk_size=chunk_size, max_nnz=max_nnz
-        )
+        counts, _ = pseudobulk(path, ("donor", "cell_type"), chunk_size=chunk_size, max_nnz=max_nnz)
         detail = float(counts.shape[0])
     elif step == "read_in_memory":  # the non-streaming comparison: anndata.read_h5ad of the whole file
         detail = float(ad.read_h5ad(path).X.nnz)

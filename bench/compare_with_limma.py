@@ -41,14 +41,12 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _paths import ROOT  # also puts tests/ and workflow/ on sys.path (bench/ is sys.path[0])
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
-
-from il6axis.acquire.demo import DemoSpec, simulate  # noqa: E402
-from il6axis.de.linear import log2_expression, run_log_linear  # noqa: E402
-from il6axis.de.nb import DeSettings, contrast_design_frame, design_formula, expression_filter  # noqa: E402
-from il6axis.vocabulary import EXCLUDED, MILD, SEVERE  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.de.contract import DeSettings, contrast_design_frame, design_formula, expression_filter
+from il6axis.de.linear import log2_expression, run_log_linear
+from il6axis.vocabulary import EXCLUDED, MILD, SEVERE
 
 R_SCRIPT = ROOT / "bench" / "limma_reference.R"
 TARGET_LFC_ABS = 1e-10
@@ -213,7 +211,8 @@ def prior_agreement(
     adata: ad.AnnData, covariates: Sequence[str], min_count: int, ref: pd.DataFrame, info: dict[str, Any]
 ) -> dict[str, Any]:
     """Our d0 and per-gene s0^2 (trend) against limma's df.prior and s2.prior."""
-    from il6axis.de.linear import design_matrix, fit_linear_models, moderated_t
+    from il6axis.de.contract import design_matrix
+    from il6axis.de.linear import fit_linear_models, moderated_t
 
     in_contrast = adata.obs["severity"].astype(str).isin([SEVERE, MILD]).to_numpy()
     sub = adata[in_contrast]

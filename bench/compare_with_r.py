@@ -20,8 +20,9 @@ pydeseq2's procedures), timed in a fresh process around the call (imports and h5
 With ``--fast`` the pydeseq2 engine also runs on pydeseq2's own ``DefaultInference`` and the two are
 compared (the vectorised inference must reproduce stock pydeseq2). R gets the counts after our expression
 filter, our model frame (numeric covariates standardised, severity mild/severe) and our design formula,
-built by de.py's own helpers; R's ``DESeq()`` / ``results()`` keep their defaults (Cook's replacement and
-filtering, independent filtering). R is timed single-threaded and with ``BiocParallel::MulticoreParam(2)``.
+built by the workflow's own helpers (``il6axis.de.contract``); R's ``DESeq()`` / ``results()`` keep their
+defaults (Cook's replacement and filtering, independent filtering). R is timed single-threaded and with
+``BiocParallel::MulticoreParam(2)``.
 
 Reported per cohort and engine: log2FC Pearson r and max |diff| (baseMean >= 10), padj < alpha calls and
 their Jaccard, the share of genes with baseMean >= 10 whose |lfcSE difference| / R's lfcSE is <= 1%, the
@@ -48,15 +49,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import yaml
+from _paths import ROOT  # also puts tests/ and workflow/ on sys.path (bench/ is sys.path[0])
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from il6axis.acquire.demo import DemoSpec, simulate, write_demo  # noqa: E402
-from il6axis.cohort.build import build_cohort  # noqa: E402
-from il6axis.de.nb import contrast_design_frame, design_formula, expression_filter  # noqa: E402
-from il6axis.vocabulary import MILD, SEVERE  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate, write_demo
+from il6axis.cohort.build import build_cohort
+from il6axis.de.contract import DeSettings, contrast_design_frame, design_formula, expression_filter
+from il6axis.vocabulary import MILD, SEVERE
 
 R_SCRIPT = ROOT / "bench" / "deseq2_reference.R"
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -257,28 +255,28 @@ def child_run(
     """In a fresh process: run_deseq2 as the workflow does, timed; keeps the per-gene dispersions."""
     from unittest import mock
 
-    from il6axis.de import nb as de
+    from il6axis.de import nb
 
     adata = ad.read_h5ad(h5ad)
-    settings = de.DeSettings(lfc_shrink=False, n_cpus=n_cpus, engine=engine)
+    settings = DeSettings(lfc_shrink=False, n_cpus=n_cpus, engine=engine)
     kept: dict[str, pd.DataFrame] = {}
-    fit_dataset = de._fit_dataset
+    fit_dataset = nb._fit_dataset
 
     def fit_and_keep(dds) -> None:  # the fit itself is untouched; only its per-gene table is copied
         fit_dataset(dds)
         kept["var"] = dds.var[[c for c in OUR_GENE_COLUMNS if c in dds.var]].copy()
 
     load_before = _loadavg()
-    patches = [mock.patch.object(de, "_fit_dataset", fit_and_keep)]
+    patches = [mock.patch.object(nb, "_fit_dataset", fit_and_keep)]
     if inference == "stock":
         from pydeseq2.default_inference import DefaultInference
 
         # Stock pydeseq2: its own per-gene inference in place of the workflow's FastInference.
-        patches.append(mock.patch.object(de, "FastInference", DefaultInference))
+        patches.append(mock.patch.object(nb, "FastInference", DefaultInference))
     for p in patches:
         p.start()
     start = time.perf_counter()
-    result = de.run_deseq2(adata, covariates, settings)
+    result = nb.run_deseq2(adata, covariates, settings)
     elapsed = time.perf_counter() - start
     for p in patches:
         p.stop()

@@ -29,14 +29,10 @@ from pathlib import Path
 
 import anndata as ad
 import pandas as pd
+from _paths import ROOT  # also puts tests/ and workflow/ on sys.path (bench/ is sys.path[0])
+from compare_with_r import R_SCRIPT, export_for_r
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from compare_with_r import R_SCRIPT, export_for_r  # noqa: E402
-
-from il6axis.acquire.demo import DemoSpec, simulate  # noqa: E402
+from il6axis.acquire.demo import DemoSpec, simulate
 
 OUT = ROOT / "tests" / "fixtures" / "deseq2_r"
 NAMED = ["IL6", "SOCS3", "STAT3", "XIST", "RPS4Y1"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from il6axis.de.nb import benjamini_hochberg
+from il6axis.de.contract import benjamini_hochberg
 
 
 def de_table_around_truth(truth: pd.DataFrame, seed: int, se: float = 0.25) -> pd.DataFrame:

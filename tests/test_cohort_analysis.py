@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import PROJECT_ROOT
+from snakemake.utils import validate
 
-from il6axis.analysis.cohort_tables import run_orientation, score_effects_table
-from il6axis.analysis.orientation import load_markers
+from il6axis.analysis.expression_scores import ScoreSettings, score_effects_table
+from il6axis.analysis.orientation import load_markers, run_orientation
 from il6axis.errors import InputError
 
 
@@ -74,9 +77,9 @@ def test_normalised_cohort_uses_its_values_and_log2_scale_and_the_linear_model()
     import anndata as ad
 
     from il6axis.analysis import expression
-    from il6axis.analysis.cohort_tables import ScoreSettings, _expression_scales
+    from il6axis.analysis.expression_scores import _expression_scales
     from il6axis.de import routing as severity_model
-    from il6axis.de.nb import DeSettings
+    from il6axis.de.contract import DeSettings
 
     rng = np.random.default_rng(11)
     n_genes, groups = 300, ["mild"] * 6 + ["severe"] * 6 + ["excluded"] * 2
@@ -105,3 +108,24 @@ def test_normalised_cohort_uses_its_values_and_log2_scale_and_the_linear_model()
     adata.X[0, 0] = -1.0
     with pytest.raises(InputError, match="negative"):
         expression.contrast_values(adata)
+
+
+def _demo_config(**sections: dict) -> dict:
+    """The demo config with ``sections`` replaced, validated so the schema fills every default."""
+    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
+    config.update(copy.deepcopy(sections))
+    validate(config, str(PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+def test_score_settings_come_from_the_scores_block():
+    # The schema's defaults are the dataclass defaults, so a config without `scores` runs as documented.
+    config = _demo_config(scores={})
+    assert ScoreSettings.from_config(config["scores"], alpha=0.05, n_cpus=1) == ScoreSettings()
+    # Planted values: each config key lands in its own field; alpha and cores come from the rule.
+    planted = {"vst_nsub": None, "min_genes": 4, "ctrl_size": 30, "n_bins": 20, "random_state": 7}
+    planted |= {"permutations": 200, "seed": 11, "min_size": 5, "max_size": 200}
+    config = _demo_config(scores=planted)
+    settings = ScoreSettings.from_config(config["scores"], alpha=0.01, n_cpus=3)
+    assert {key: getattr(settings, key) for key in planted} == planted
+    assert (settings.alpha, settings.n_cpus) == (0.01, 3)

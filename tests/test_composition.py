@@ -22,7 +22,8 @@ from il6axis.analysis.composition import (
 )
 from il6axis.analysis.expression import contrast_counts, normalised_counts, size_factors
 from il6axis.cohort.samples import to_anndata
-from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.de.contract import DeSettings
+from il6axis.de.nb import run_deseq2
 from il6axis.errors import InputError
 
 

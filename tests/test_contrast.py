@@ -25,7 +25,8 @@ from il6axis.cohort.contrast import (
     pooling_kind,
 )
 from il6axis.errors import InputError
-from il6axis.figures.de import contrast_title, direction_names, effect_and_test_names
+from il6axis.figures.common import contrast_title
+from il6axis.figures.de import direction_names, effect_and_test_names
 
 SCHEMA = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -1,5 +1,5 @@
-"""Tests for il6axis.acquire.count_tables: count-table reading/validation, integer conversion, sample-ID
-matching."""
+"""Tests for il6axis.acquire.count_tables (count-table reading/validation, integer conversion) and
+il6axis.acquire.sample_matching (sample-ID matching)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.acquire.count_tables import (
-    INDEX,
-    make_names,
-    read_count_table,
-    reconcile_sample_ids,
-    to_integer_counts,
-)
+from il6axis.acquire.count_tables import read_count_table, to_integer_counts
 from il6axis.acquire.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
+from il6axis.acquire.sample_matching import INDEX, make_names, reconcile_sample_ids
 from il6axis.errors import InputError
 
 GSE152418_COUNTS = ("GSE152418", "GSE152418_raw_counts_GRCh38.p13_NCBI.tsv.gz")
@@ -323,7 +318,7 @@ def test_reconcile_description_gse157103(shared_data: Path) -> None:
 def test_reconcile_prefers_index_then_title(caplog: pytest.LogCaptureFixture) -> None:
     meta = pd.DataFrame({"title": ["GSM2", "x", "y"]}, index=pd.Index(["GSM1", "GSM2", "GSM3"], name="gsm"))
     assert reconcile_sample_ids(["GSM2"], meta, file_label="f") == {"GSM2": "GSM2"}
-    with caplog.at_level(logging.INFO, logger="il6axis.acquire.count_tables"):
+    with caplog.at_level(logging.INFO, logger="il6axis.acquire.sample_matching"):
         assert reconcile_sample_ids(["x", "y"], meta, file_label="f") == {"x": "GSM2", "y": "GSM3"}
     assert any("no count column" in r.message and "GSM1" in r.message for r in caplog.records)
 

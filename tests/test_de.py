@@ -12,19 +12,11 @@ from statsmodels.stats.multitest import multipletests
 
 from il6axis.acquire.demo import DemoSpec, simulate
 from il6axis.cohort.samples import define_contrast, to_anndata
+from il6axis.de.contract import DeSettings, benjamini_hochberg, contrast_design_frame, design_formula
 from il6axis.de.fast_inference import FastInference
-from il6axis.de.nb import (
-    DeSettings,
-    _ChunkedCooksDataSet,
-    _contrast_counts,
-    _fit_dataset,
-    _gene_blocks,
-    benjamini_hochberg,
-    contrast_design_frame,
-    design_formula,
-    panel_table,
-    run_deseq2,
-)
+from il6axis.de.nb import _contrast_counts, _fit_dataset, run_deseq2
+from il6axis.de.nb_engines import ChunkedCooksDataSet, gene_blocks
+from il6axis.de.outputs import panel_table
 from il6axis.errors import InputError
 
 NAMED = ["IL6", "IL6R", "IL6ST", "SOCS3", "HLA-DRA", "CD177", "XIST", "RPS4Y1"]
@@ -132,10 +124,8 @@ def test_panel_table_reports_absent_and_detection(fitted, small_cohort):
 def test_settings_from_rule_params():
     from types import SimpleNamespace
 
-    from il6axis.de.nb import settings_from_params
-
     params = SimpleNamespace(alpha=0.1, min_count=5, lfc_shrink=True, cooks_refit=False)
-    settings = settings_from_params(params, 3)
+    settings = DeSettings.from_params(params, 3)
     assert (
         settings.alpha,
         settings.min_count,
@@ -149,13 +139,13 @@ def test_settings_from_rule_params():
         False,
         3,
     )
-    assert not settings_from_params(params, 1, lfc_shrink=False).lfc_shrink
+    assert not DeSettings.from_params(params, 1, lfc_shrink=False).lfc_shrink
     assert settings.engine == "r_compatible"  # the default when the rule declares no engine
     params.engine = "pydeseq2"
-    assert settings_from_params(params, 1).engine == "pydeseq2"
+    assert DeSettings.from_params(params, 1).engine == "pydeseq2"
     params.engine = "edgeR"
     with pytest.raises(InputError, match="de.engine"):
-        settings_from_params(params, 1)
+        DeSettings.from_params(params, 1)
 
 
 def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):
@@ -170,7 +160,7 @@ def test_staged_fit_equals_deseq2_and_frees_intermediates(small_cohort):
     fits = []
     for staged in (False, True):
         # The staged fit also runs the chunked Cook's distances (blocks of ~7 genes) through the refit.
-        cls = _ChunkedCooksDataSet if staged else DeseqDataSet
+        cls = ChunkedCooksDataSet if staged else DeseqDataSet
         dds = cls(counts=counts, metadata=meta, design="~ severity", inference=FastInference(), quiet=True)
         dds.genes_per_chunk = 7
         _fit_dataset(dds) if staged else dds.deseq2()
@@ -219,7 +209,7 @@ def test_chunked_cooks_equal_pydeseq2s_and_flag_the_planted_outlier():
     bit for bit."""
     counts, meta = _cooks_cohort()
     layers, var = [], []
-    for cls in (DeseqDataSet, _ChunkedCooksDataSet):
+    for cls in (DeseqDataSet, ChunkedCooksDataSet):
         dds = cls(
             counts=counts, metadata=meta, design="~ age + severity", inference=FastInference(), quiet=True
         )
@@ -244,7 +234,7 @@ def test_chunked_cooks_equal_pydeseq2s_and_flag_the_planted_outlier():
 
 def test_gene_blocks_cover_every_gene_once_and_never_one_gene_alone():
     for n_genes, per_block in [(60, 7), (17_601, 1000), (20_000, 1000), (3, 1), (5, 2), (1, 1000)]:
-        blocks = _gene_blocks(n_genes, per_block)
+        blocks = gene_blocks(n_genes, per_block)
         widths = [hi - lo for lo, hi in blocks]
         assert blocks[0][0] == 0 and blocks[-1][1] == n_genes
         assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))

@@ -90,3 +90,11 @@ def test_written_files_are_byte_reproducible(tmp_path):
         assert a.read_bytes() == b.read_bytes()
     back = pd.read_csv(paths_a[0], sep="\t", index_col=0)
     pd.testing.assert_frame_equal(back, cohort.counts, check_names=False)
+
+
+def test_spec_from_config_block():
+    """The config's demo block becomes the spec in one place: n_per_group severe and mild, half as many
+    healthy (at least 2), and the seed and gene count as given."""
+    spec = DemoSpec.from_config({"seed": 11, "n_genes": 500, "n_per_group": 7})
+    assert (spec.n_severe, spec.n_mild, spec.n_healthy, spec.n_genes, spec.seed) == (7, 7, 3, 500, 11)
+    assert DemoSpec.from_config({"seed": 1, "n_genes": 50, "n_per_group": 3}).n_healthy == 2

@@ -1,4 +1,6 @@
-"""Tests of il6axis.acquire.download against a local fake GEO server serving the real shared data files."""
+"""Tests of il6axis.acquire: GEO names, the download transport and its payload checks, listings and sources.
+
+Downloads run against a local fake GEO server serving the real shared data files."""
 
 from __future__ import annotations
 
@@ -6,19 +8,23 @@ import gzip
 import hashlib
 import json
 import logging
-import sys
+import re
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import PROJECT_ROOT
+from geo_server import FakeGeo, make_fake_geo_fixture
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for geo_server under any pytest import mode
-
-from geo_server import FakeGeo, make_fake_geo_fixture  # noqa: E402
-
-from il6axis.acquire import download as dl  # noqa: E402
-from il6axis.acquire import sources as acquire  # noqa: E402
-from il6axis.errors import InputError  # noqa: E402
+from il6axis.acquire import download as dl
+from il6axis.acquire import download_records as records
+from il6axis.acquire import geo as geo_names
+from il6axis.acquire import series_listing as listing
+from il6axis.acquire import sources as acquire
+from il6axis.acquire.download import DownloadSettings
+from il6axis.acquire.payload_checks import expect_first_line_prefix
+from il6axis.errors import InputError
 
 fake_geo = make_fake_geo_fixture()
 
@@ -62,55 +68,102 @@ class SleepRecorder:
     ],
 )
 def test_series_dir(accession: str, expected: str) -> None:
-    assert dl.series_dir(accession) == expected
+    assert geo_names.series_dir(accession) == expected
 
 
 def test_url_builders() -> None:
     base = "http://mirror.example/"
-    assert dl.series_matrix_url("GSE152418", base) == (
+    assert geo_names.series_matrix_url("GSE152418", base) == (
         "http://mirror.example/geo/series/GSE152nnn/GSE152418/matrix/GSE152418_series_matrix.txt.gz"
     )
-    assert dl.ncbi_counts_url("GSE152418", "http://h") == (
+    assert geo_names.ncbi_counts_url("GSE152418", "http://h") == (
         "http://h/geo/download/?type=rnaseq_counts&acc=GSE152418&format=file"
         "&file=GSE152418_raw_counts_GRCh38.p13_NCBI.tsv.gz"
     )
-    assert dl.supplementary_url("GSE1234", "GSE1234_counts.csv.gz", "http://h") == (
+    assert geo_names.supplementary_url("GSE1234", "GSE1234_counts.csv.gz", "http://h") == (
         "http://h/geo/series/GSE1nnn/GSE1234/suppl/GSE1234_counts.csv.gz"
     )
-    assert dl.gene_info_url("http://h") == "http://h/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz"
-    assert dl.series_matrix_url("GSE12").startswith(dl.DEFAULT_GEO_BASE + "/geo/series/GSEnnn/GSE12/")
-    assert dl.ncbi_counts_url("GSE12").startswith(dl.DEFAULT_GEO_DOWNLOAD_BASE + "/geo/download/?")
-    assert dl.gene_info_url().startswith(dl.DEFAULT_NCBI_GENE_BASE + "/gene/")
+    assert (
+        geo_names.gene_info_url("http://h")
+        == "http://h/gene/DATA/GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz"
+    )
+    assert geo_names.series_matrix_url("GSE12").startswith(
+        geo_names.DEFAULT_GEO_BASE + "/geo/series/GSEnnn/GSE12/"
+    )
+    assert geo_names.ncbi_counts_url("GSE12").startswith(
+        geo_names.DEFAULT_GEO_DOWNLOAD_BASE + "/geo/download/?"
+    )
+    assert geo_names.gene_info_url().startswith(geo_names.DEFAULT_NCBI_GENE_BASE + "/gene/")
     # query values are percent-encoded
-    assert "file=a+b%26c.tsv.gz" in dl.ncbi_counts_url("GSE1", "http://h", filename="a b&c.tsv.gz")
+    assert "file=a+b%26c.tsv.gz" in geo_names.ncbi_counts_url("GSE1", "http://h", filename="a b&c.tsv.gz")
 
 
-@pytest.mark.parametrize("bad", ["GSE", "gse152418", "GSM4614985", "GSE152418 ", "GSE12a", "", "../GSE1"])
+@pytest.mark.parametrize(
+    "bad",
+    ["GSE", "gse152418", "GSM4614985", "GSE152418 ", "GSE152418\n", "GSE12a", "GSE\u0661", "", "../GSE1"],
+)
 def test_bad_accession(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid GEO series accession") as info:
-        dl.series_matrix_url(bad, "http://h")
+        geo_names.series_matrix_url(bad, "http://h")
     assert repr(bad) in str(info.value)
+    assert not geo_names.is_accession(bad)
+    # The Snakemake wildcard constraint is the same pattern: it must refuse the same strings.
+    assert re.fullmatch(geo_names.ACCESSION_PATTERN, bad) is None
+
+
+def test_file_name_templates_fill_wildcards() -> None:
+    """common.smk fills the templates with the "{accession}" wildcard; the workflow paths keep GEO's names."""
+    assert geo_names.SERIES_MATRIX_NAME.format(accession="{accession}") == "{accession}_series_matrix.txt.gz"
+    assert geo_names.NCBI_COUNTS_NAME.format(accession="GSE152418") == geo_names.ncbi_counts_name("GSE152418")
+    assert geo_names.is_accession("GSE152418") and re.fullmatch(geo_names.ACCESSION_PATTERN, "GSE1")
+
+
+def _config_schema() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def test_schema_accession_pattern_is_geo_pattern() -> None:
+    """The config schema (which cannot import Python) repeats the accession pattern; they must agree."""
+    accession = _config_schema()["$defs"]["cohort"]["properties"]["accession"]
+    assert accession["pattern"] == f"^{geo_names.ACCESSION_PATTERN}$"
+
+
+def test_download_settings_defaults_match_the_schema() -> None:
+    """DownloadSettings() repeats the schema defaults of the `download` block; they must agree."""
+    block = _config_schema()["properties"]["download"]["properties"]
+    defaults = {key: spec["default"] for key, spec in block.items()}
+    assert DownloadSettings.from_config({}) == DownloadSettings() == DownloadSettings(**defaults)
+    assert set(defaults) == set(DownloadSettings.__dataclass_fields__)
+
+
+def test_download_settings_from_config_block() -> None:
+    settings = DownloadSettings.from_config(
+        {"geo_base": "http://m", "retries": 2, "local_dir": "", "timeout_s": 5}
+    )
+    assert settings.geo_base == "http://m" and settings.retries == 2 and settings.timeout_s == 5.0
+    assert settings.local_dir is None  # an empty string means "no mirror", like null
+    assert settings.geo_download_base == geo_names.DEFAULT_GEO_DOWNLOAD_BASE
 
 
 @pytest.mark.parametrize("bad", ["../etc/passwd", "a/b.gz", "..", "x..y", "", "a\\b"])
 def test_bad_filename(bad: str) -> None:
     with pytest.raises(ValueError, match="plain file name"):
-        dl.supplementary_url("GSE155454", bad, "http://h")
+        geo_names.supplementary_url("GSE155454", bad, "http://h")
 
 
 def test_local_relpath() -> None:
-    assert dl.local_relpath("series_matrix", "GSE157103") == "GSE157103/GSE157103_series_matrix.txt.gz"
-    assert dl.local_relpath("ncbi_counts", "GSE152418") == (
+    assert geo_names.local_relpath("series_matrix", "GSE157103") == "GSE157103/GSE157103_series_matrix.txt.gz"
+    assert geo_names.local_relpath("ncbi_counts", "GSE152418") == (
         "GSE152418/GSE152418_raw_counts_GRCh38.p13_NCBI.tsv.gz"
     )
-    assert dl.local_relpath("supplementary", "GSE155454", SUPPL_FILE) == f"GSE155454/{SUPPL_FILE}"
-    assert dl.local_relpath("gene_info") == "Homo_sapiens.gene_info.gz"
+    assert geo_names.local_relpath("supplementary", "GSE155454", SUPPL_FILE) == f"GSE155454/{SUPPL_FILE}"
+    assert geo_names.local_relpath("gene_info") == "Homo_sapiens.gene_info.gz"
     with pytest.raises(ValueError, match="needs a filename"):
-        dl.local_relpath("supplementary", "GSE155454")
+        geo_names.local_relpath("supplementary", "GSE155454")
     with pytest.raises(ValueError, match="unknown file kind"):
-        dl.local_relpath("bam", "GSE1", "x")
+        geo_names.local_relpath("bam", "GSE1", "x")
     with pytest.raises(ValueError, match="plain file name"):
-        dl.local_relpath("supplementary", "GSE1", "../x")
+        geo_names.local_relpath("supplementary", "GSE1", "../x")
 
 
 # ------------------------------------------------------------------------------ successful fetches
@@ -120,17 +173,25 @@ def test_fetch_real_files_and_manifest(fake_geo: FakeGeo, shared_data: Path, tmp
     base = fake_geo.base_url
     cases = [
         (
-            dl.series_matrix_url(MATRIX_ACC, base),
+            geo_names.series_matrix_url(MATRIX_ACC, base),
             shared_data / MATRIX_ACC / f"{MATRIX_ACC}_series_matrix.txt.gz",
             "!Series_title",
         ),
         (
-            dl.ncbi_counts_url(COUNTS_ACC, base),
+            geo_names.ncbi_counts_url(COUNTS_ACC, base),
             shared_data / COUNTS_ACC / f"{COUNTS_ACC}_raw_counts_GRCh38.p13_NCBI.tsv.gz",
             "GeneID",
         ),
-        (dl.supplementary_url(SUPPL_ACC, SUPPL_FILE, base), shared_data / SUPPL_ACC / SUPPL_FILE, "gene,"),
-        (dl.gene_info_url(base), shared_data / "NCBI_gene_info" / "Homo_sapiens.gene_info.gz", "#tax_id"),
+        (
+            geo_names.supplementary_url(SUPPL_ACC, SUPPL_FILE, base),
+            shared_data / SUPPL_ACC / SUPPL_FILE,
+            "gene,",
+        ),
+        (
+            geo_names.gene_info_url(base),
+            shared_data / "NCBI_gene_info" / "Homo_sapiens.gene_info.gz",
+            "#tax_id",
+        ),
     ]
     results = []
     for url, source, prefix in cases:
@@ -140,7 +201,7 @@ def test_fetch_real_files_and_manifest(fake_geo: FakeGeo, shared_data: Path, tmp
             url,
             dest,
             expected_sha256=expected,
-            header_check=dl.expect_first_line_prefix(prefix),
+            header_check=expect_first_line_prefix(prefix),
             **FAST,
         )
         assert result == dl.FetchResult(url, dest, expected, source.stat().st_size, 1)
@@ -150,8 +211,8 @@ def test_fetch_real_files_and_manifest(fake_geo: FakeGeo, shared_data: Path, tmp
     assert fake_geo.requests == [fake_geo.target(url) for url, _, _ in cases]
 
     manifest = tmp_path / "manifest.tsv"
-    dl.write_manifest(results, manifest)
-    rows = dl.read_manifest(manifest)
+    records.write_manifest(results, manifest)
+    rows = records.read_manifest(manifest)
     assert [r["file"] for r in rows] == [str(r.path) for r in results]
     assert [r["url"] for r in rows] == [r.url for r in results]
     assert [r["sha256"] for r in rows] == [r.sha256 for r in results]
@@ -165,7 +226,7 @@ def test_read_manifest_rejects_other_tsv(tmp_path: Path) -> None:
     other = tmp_path / "x.tsv"
     other.write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="not a download manifest"):
-        dl.read_manifest(other)
+        records.read_manifest(other)
 
 
 def test_fetch_synthetic_uncompressed_file(fake_geo: FakeGeo, tmp_path: Path) -> None:
@@ -173,14 +234,14 @@ def test_fetch_synthetic_uncompressed_file(fake_geo: FakeGeo, tmp_path: Path) ->
     src.write_text("GeneID\tS1\n3569\t7\n")
     fake_geo.add_file("/extra/table.tsv?v=1", src)
     dest = tmp_path / "out" / "table.tsv"
-    check = dl.expect_first_line_prefix("GeneID")
+    check = expect_first_line_prefix("GeneID")
     result = dl.fetch(fake_geo.url("/extra/table.tsv?v=1"), dest, header_check=check)
     assert dest.read_text() == src.read_text()
     assert result.sha256 == sha256_of(src)
 
 
 def test_head_request(fake_geo: FakeGeo, shared_data: Path) -> None:
-    url = dl.gene_info_url(fake_geo.base_url)
+    url = geo_names.gene_info_url(fake_geo.base_url)
     with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5) as resp:
         assert resp.status == 200
         size = (shared_data / "NCBI_gene_info" / "Homo_sapiens.gene_info.gz").stat().st_size
@@ -196,9 +257,9 @@ def test_head_request(fake_geo: FakeGeo, shared_data: Path) -> None:
 def test_404_fails_at_once(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, kind: str) -> None:
     base = fake_geo.base_url
     url = {
-        "missing_file": dl.supplementary_url(SUPPL_ACC, "GSE155454_no_such_file.csv.gz", base),
-        "unknown_accession_matrix": dl.series_matrix_url("GSE999999999", base),
-        "unknown_accession_counts": dl.ncbi_counts_url("GSE999999999", base),
+        "missing_file": geo_names.supplementary_url(SUPPL_ACC, "GSE155454_no_such_file.csv.gz", base),
+        "unknown_accession_matrix": geo_names.series_matrix_url("GSE999999999", base),
+        "unknown_accession_counts": geo_names.ncbi_counts_url("GSE999999999", base),
     }[kind]
     dest = tmp_path / "x.gz"
     sleep = SleepRecorder()
@@ -214,7 +275,7 @@ def test_404_fails_at_once(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path,
 
 
 def test_403_not_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.gene_info_url(fake_geo.base_url)
+    url = geo_names.gene_info_url(fake_geo.base_url)
     fake_geo.fail_with(url, 403)
     dest = tmp_path / "gene_info.gz"
     with pytest.raises(dl.DownloadError, match="HTTP 403") as info:
@@ -225,7 +286,7 @@ def test_403_not_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -
 
 
 def test_html_page_instead_of_file(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
+    url = geo_names.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
     fake_geo.serve_html_instead(url)
     dest = tmp_path / "counts.tsv.gz"
     with pytest.raises(dl.DownloadError, match="HTML") as info:
@@ -257,7 +318,7 @@ def test_not_gzip_is_permanent(fake_geo: FakeGeo, tmp_path: Path) -> None:
 
 
 def test_checksum_mismatch_keeps_existing_dest(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
+    url = geo_names.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
     actual = sha256_of(shared_data / MATRIX_ACC / f"{MATRIX_ACC}_series_matrix.txt.gz")
     wrong = "0" * 64
     dest = tmp_path / "matrix.txt.gz"
@@ -282,10 +343,10 @@ def test_bad_expected_checksum_value(tmp_path: Path) -> None:
 
 
 def test_header_check_failure(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.supplementary_url(SUPPL_ACC, SUPPL_FILE, fake_geo.base_url)
+    url = geo_names.supplementary_url(SUPPL_ACC, SUPPL_FILE, fake_geo.base_url)
     dest = tmp_path / SUPPL_FILE
     with pytest.raises(dl.DownloadError, match="unexpected content") as info:
-        dl.fetch(url, dest, header_check=dl.expect_first_line_prefix("GeneID"), **FAST)
+        dl.fetch(url, dest, header_check=expect_first_line_prefix("GeneID"), **FAST)
     message = str(info.value)
     assert "'GeneID'" in message and "gene,severe_" in message and url in message
     assert fake_geo.hits(url) == 1
@@ -296,7 +357,7 @@ def test_header_check_failure(fake_geo: FakeGeo, shared_data: Path, tmp_path: Pa
 
 
 def test_500_twice_then_success(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
+    url = geo_names.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
     fake_geo.fail_with(url, 500, times=2)
     sleep = SleepRecorder()
     dest = tmp_path / "matrix.txt.gz"
@@ -308,7 +369,7 @@ def test_500_twice_then_success(fake_geo: FakeGeo, shared_data: Path, tmp_path: 
 
 
 def test_always_500_gives_up(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
+    url = geo_names.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
     fake_geo.fail_with(url, 503)
     sleep = SleepRecorder()
     dest = tmp_path / "matrix.txt.gz"
@@ -322,7 +383,7 @@ def test_always_500_gives_up(fake_geo: FakeGeo, shared_data: Path, tmp_path: Pat
 
 
 def test_429_is_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.gene_info_url(fake_geo.base_url)
+    url = geo_names.gene_info_url(fake_geo.base_url)
     fake_geo.fail_with(url, 429, times=1)
     result = dl.fetch(url, tmp_path / "gi.gz", sleep=SleepRecorder(), **FAST)
     assert result.attempts == 2
@@ -332,7 +393,7 @@ def test_429_is_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) ->
 def test_truncated_gzip_retried_then_ok(
     fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, lie: bool
 ) -> None:
-    url = dl.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
+    url = geo_names.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
     fake_geo.truncate(url, 100_000, lie_about_length=lie, times=1)
     dest = tmp_path / "counts.tsv.gz"
     result = dl.fetch(url, dest, sleep=SleepRecorder(), **FAST)
@@ -345,7 +406,7 @@ def test_truncated_gzip_retried_then_ok(
 def test_truncated_gzip_persistent_fails(
     fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, lie: bool
 ) -> None:
-    url = dl.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
+    url = geo_names.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
     fake_geo.truncate(url, 100_000, lie_about_length=lie)
     dest = tmp_path / "counts.tsv.gz"
     sleep = SleepRecorder()
@@ -359,14 +420,14 @@ def test_truncated_gzip_persistent_fails(
 
 
 def test_dropped_connection_is_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.gene_info_url(fake_geo.base_url)
+    url = geo_names.gene_info_url(fake_geo.base_url)
     fake_geo.drop_connection(url, times=2)
     result = dl.fetch(url, tmp_path / "gi.gz", sleep=SleepRecorder(), **FAST)
     assert result.attempts == 3
 
 
 def test_timeout_is_retried(fake_geo: FakeGeo, shared_data: Path, tmp_path: Path) -> None:
-    url = dl.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
+    url = geo_names.series_matrix_url(MATRIX_ACC, fake_geo.base_url)
     fake_geo.stall(url, 1.0, times=1)
     result = dl.fetch(url, tmp_path / "m.gz", timeout_s=0.3, backoff_s=0.001, sleep=SleepRecorder())
     assert result.attempts == 2
@@ -387,10 +448,10 @@ def test_connection_refused_is_retried(tmp_path: Path) -> None:
 
 
 def test_copy_local_from_mirror(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / dl.local_relpath("ncbi_counts", COUNTS_ACC)
+    src = shared_data / geo_names.local_relpath("ncbi_counts", COUNTS_ACC)
     dest = tmp_path / "counts.tsv.gz"
     result = dl.copy_local(
-        src, dest, expected_sha256=sha256_of(src), header_check=dl.expect_first_line_prefix("GeneID")
+        src, dest, expected_sha256=sha256_of(src), header_check=expect_first_line_prefix("GeneID")
     )
     assert result.url == "file://" + str(src.absolute())
     assert result.attempts == 1 and result.n_bytes == src.stat().st_size
@@ -423,7 +484,7 @@ def test_copy_local_truncated_gzip(tmp_path: Path) -> None:
 def test_progress_and_retry_logging(
     fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = dl.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
+    url = geo_names.ncbi_counts_url(COUNTS_ACC, fake_geo.base_url)
     fake_geo.fail_with(url, 502, times=1)
     caplog.set_level(logging.INFO, logger="il6axis.acquire.download")
     dest = tmp_path / "c.tsv.gz"
@@ -444,7 +505,7 @@ def test_custom_logger(
 ) -> None:
     custom = logging.getLogger("il6axis.tests.custom")
     caplog.set_level(logging.INFO, logger="il6axis.tests.custom")
-    dl.fetch(dl.gene_info_url(fake_geo.base_url), tmp_path / "gi.gz", logger=custom, **FAST)
+    dl.fetch(geo_names.gene_info_url(fake_geo.base_url), tmp_path / "gi.gz", logger=custom, **FAST)
     assert any(r.name == "il6axis.tests.custom" and "sha256=" in r.getMessage() for r in caplog.records)
 
 
@@ -506,21 +567,24 @@ NGINX_PAGE = """<html>\r\n<head><title>Index of /geo/series/GSE172nnn/GSE172114/
     ids=["ncbi-pre", "apache-table", "nginx"],
 )
 def test_parse_directory_listing_forms(page: str, expected: list[str]) -> None:
-    assert dl.parse_directory_listing(page, GEO_SUPPL) == sorted(expected)
+    assert listing.parse_directory_listing(page, GEO_SUPPL) == sorted(expected)
     # The folder URL without its trailing slash resolves the same links.
-    assert dl.parse_directory_listing(page, GEO_SUPPL.rstrip("/")) == sorted(expected)
+    assert listing.parse_directory_listing(page, GEO_SUPPL.rstrip("/")) == sorted(expected)
 
 
 def test_parse_directory_listing_without_files() -> None:
     page = '<html><body><a href="../">../</a><a href="?C=N;O=D">Name</a><a href="sub/">sub/</a></body></html>'
-    assert dl.parse_directory_listing(page, GEO_SUPPL) == []
+    assert listing.parse_directory_listing(page, GEO_SUPPL) == []
 
 
 def test_series_listing_url() -> None:
-    assert dl.series_listing_url("GSE172114", "suppl") == GEO_SUPPL
-    assert dl.series_listing_url("GSE12", "matrix", "http://h/") == "http://h/geo/series/GSEnnn/GSE12/matrix/"
+    assert geo_names.series_listing_url("GSE172114", "suppl") == GEO_SUPPL
+    assert (
+        geo_names.series_listing_url("GSE12", "matrix", "http://h/")
+        == "http://h/geo/series/GSEnnn/GSE12/matrix/"
+    )
     with pytest.raises(ValueError, match="unknown series folder"):
-        dl.series_listing_url("GSE12", "soft")
+        geo_names.series_listing_url("GSE12", "soft")
 
 
 @pytest.mark.parametrize("style", ["ncbi", "apache", "nginx"])
@@ -530,22 +594,22 @@ def test_server_listing_round_trip(shared_data: Path, tmp_path: Path, style: str
     extra.write_text("gene,S1\nIL6,1\n")
     with FakeGeo(shared_data, listing_style=style) as geo:
         geo.add_file("/geo/series/GSE293nnn/GSE293708/suppl/GSE293708_with%20space.csv", extra)
-        suppl = dl.list_directory(dl.series_listing_url("GSE293708", "suppl", geo.base_url))
+        suppl = listing.list_directory(geo_names.series_listing_url("GSE293708", "suppl", geo.base_url))
         expected = sorted(
             [p.name for p in (shared_data / "GSE293708").glob("GSE293708_*")] + ["GSE293708_with space.csv"]
         )
         assert suppl == expected
-        matrix = dl.list_directory(dl.series_listing_url("GSE157103", "matrix", geo.base_url))
+        matrix = listing.list_directory(geo_names.series_listing_url("GSE157103", "matrix", geo.base_url))
         assert matrix == ["GSE157103_series_matrix.txt.gz"]
         # NCBI-generated counts are served under /geo/download/, not listed in suppl/.
-        assert dl.list_directory(dl.series_listing_url("GSE152418", "suppl", geo.base_url)) == [
+        assert listing.list_directory(geo_names.series_listing_url("GSE152418", "suppl", geo.base_url)) == [
             "GSE152418_sample_metadata_GEOquery_pData.csv.gz"
         ]
         # Without the trailing slash: redirected like Apache does, then listed.
-        no_slash = dl.series_listing_url("GSE157103", "matrix", geo.base_url).rstrip("/")
-        assert dl.list_directory(no_slash) == matrix
+        no_slash = geo_names.series_listing_url("GSE157103", "matrix", geo.base_url).rstrip("/")
+        assert listing.list_directory(no_slash) == matrix
         with pytest.raises(dl.DownloadError, match="HTTP 404") as info:
-            dl.list_directory(dl.series_listing_url("GSE157103", "suppl", geo.base_url))
+            listing.list_directory(geo_names.series_listing_url("GSE157103", "suppl", geo.base_url))
         assert info.value.status == 404
 
 
@@ -554,29 +618,31 @@ def test_list_directory_rejects_a_non_listing(fake_geo: FakeGeo, tmp_path: Path)
     page.write_text("no links here")
     fake_geo.add_file("/some/folder/", page)
     with pytest.raises(dl.DownloadError, match="not an HTML directory index"):
-        dl.list_directory(fake_geo.url("/some/folder/"))
+        listing.list_directory(fake_geo.url("/some/folder/"))
 
 
 # ------------------------------------------------------------------------------ missing files: did you mean
 
 
-def _settings(base_url: str, local_dir: Path | None = None) -> dict:
-    return {
-        "geo_base": base_url,
-        "geo_download_base": base_url,
-        "ncbi_gene_base": base_url,
-        "local_dir": str(local_dir) if local_dir else None,
-        "retries": 3,
-        "backoff_s": 0.001,
-        "timeout_s": 10,
-    }
+def _settings(base_url: str, local_dir: Path | None = None) -> DownloadSettings:
+    return DownloadSettings.from_config(
+        {
+            "geo_base": base_url,
+            "geo_download_base": base_url,
+            "ncbi_gene_base": base_url,
+            "local_dir": str(local_dir) if local_dir else None,
+            "retries": 3,
+            "backoff_s": 0.001,
+            "timeout_s": 10,
+        }
+    )
 
 
 @pytest.mark.parametrize("status", [404, 410])
 def test_404_and_410_are_missing_files(
     fake_geo: FakeGeo, shared_data: Path, tmp_path: Path, status: int
 ) -> None:
-    url = dl.gene_info_url(fake_geo.base_url)
+    url = geo_names.gene_info_url(fake_geo.base_url)
     fake_geo.fail_with(url, status)
     with pytest.raises(dl.MissingFileError) as info:
         dl.fetch(url, tmp_path / "gi.gz", **FAST)
@@ -603,7 +669,7 @@ def test_missing_supplementary_file_lists_the_suppl_folder(fake_geo: FakeGeo, tm
             config_key="cohorts.GSE293708.counts.file",
         )
     message = str(info.value)
-    listing = dl.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
+    listing = geo_names.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
     assert info.value.status == 404 and "HTTP 404" in message
     assert f"The series' suppl/ folder ({listing}) holds 4 file(s): " in message
     for name in [
@@ -620,7 +686,7 @@ def test_missing_supplementary_file_lists_the_suppl_folder(fake_geo: FakeGeo, tm
 
 
 def test_did_you_mean_when_the_listing_fails(fake_geo: FakeGeo, tmp_path: Path) -> None:
-    listing = dl.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
+    listing = geo_names.series_listing_url("GSE293708", "suppl", fake_geo.base_url)
     fake_geo.fail_with(listing, 500)
     dest = tmp_path / "x.csv"
     with pytest.raises(dl.MissingFileError) as info:
@@ -695,10 +761,10 @@ def test_missing_series_matrix_lists_the_matrix_folder(tmp_path: Path) -> None:
 def test_long_listing_says_how_many_are_not_shown(tmp_path: Path) -> None:
     local = tmp_path / "mirror"
     (local / "GSE1000").mkdir(parents=True)
-    n_files = acquire.MAX_LISTED_NAMES + 7
+    n_files = listing.MAX_LISTED_NAMES + 7
     for i in range(n_files):
         (local / "GSE1000" / f"GSE1000_file{i:03d}.txt").write_bytes(b"x")
-    hint = acquire.available_files_hint(
+    hint = listing.available_files_hint(
         "supplementary", "GSE1000", "nothing_like_it", _settings("http://h", local), None
     )
     assert f"holds {n_files} file(s)" in hint and "and 7 more." in hint
@@ -716,7 +782,7 @@ def geo_root(tmp_path: Path) -> Path:
     """A GEO data root for GSE1000 with both an NCBI raw-count table and an author file (distinct content)."""
     folder = tmp_path / "geo" / "GSE1000"
     folder.mkdir(parents=True)
-    (folder / dl.ncbi_counts_name("GSE1000")).write_bytes(gzip.compress(NCBI_TABLE))
+    (folder / geo_names.ncbi_counts_name("GSE1000")).write_bytes(gzip.compress(NCBI_TABLE))
     (folder / "GSE1000_author_log2.csv.gz").write_bytes(gzip.compress(AUTHOR_TABLE))
     return tmp_path / "geo"
 
@@ -740,7 +806,7 @@ def test_first_source_taken_when_present(geo_root: Path, tmp_path: Path) -> None
     dest = tmp_path / "out" / "c1.counts"
     with FakeGeo(geo_root) as geo:
         result, choice = _fetch_sources(_settings(geo.base_url), dest)
-        suppl_url = dl.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
+        suppl_url = geo_names.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
         assert geo.hits(suppl_url) == 0  # a later source is never touched
     assert gzip.decompress(dest.read_bytes()) == NCBI_TABLE
     assert choice["chosen"]["index"] == 0 and choice["skipped"] == []
@@ -752,12 +818,12 @@ def test_first_source_taken_when_present(geo_root: Path, tmp_path: Path) -> None
 def test_missing_first_source_falls_back_and_says_why(
     geo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()  # GEO has not re-processed it
+    (geo_root / "GSE1000" / geo_names.ncbi_counts_name("GSE1000")).unlink()  # GEO has not re-processed it
     dest = tmp_path / "out" / "c1.counts"
     caplog.set_level(logging.INFO, logger="il6axis.acquire.sources")
     with FakeGeo(geo_root) as geo:
         result, choice = _fetch_sources(_settings(geo.base_url), dest)
-        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        ncbi_url = geo_names.ncbi_counts_url("GSE1000", geo.base_url)
         assert geo.hits(ncbi_url) == 1  # a 404 is not retried
     assert gzip.decompress(dest.read_bytes()) == AUTHOR_TABLE
     assert choice["chosen"]["index"] == 1 and choice["chosen"]["settings"] == PREFERENCE[1]
@@ -783,7 +849,7 @@ def test_missing_first_source_falls_back_and_says_why(
 
 
 def test_all_sources_missing_lists_each_reason(geo_root: Path, tmp_path: Path) -> None:
-    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()
+    (geo_root / "GSE1000" / geo_names.ncbi_counts_name("GSE1000")).unlink()
     sources = [PREFERENCE[0], {**PREFERENCE[1], "file": "GSE1000_author_log2.csv"}]
     dest = tmp_path / "out" / "c1.counts"
     with FakeGeo(geo_root) as geo:
@@ -803,7 +869,7 @@ def test_lasting_html_page_for_ncbi_counts_reads_as_not_reprocessed(geo_root: Pa
     (unverified): an HTML page on every attempt moves on, and the reason says so."""
     dest = tmp_path / "out" / "c1.counts"
     with FakeGeo(geo_root) as geo:
-        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        ncbi_url = geo_names.ncbi_counts_url("GSE1000", geo.base_url)
         geo.serve_html_instead(ncbi_url)
         result, choice = _fetch_sources(_settings(geo.base_url), dest)
         assert geo.hits(ncbi_url) == 3  # asked `retries` times before reading it as missing
@@ -818,7 +884,7 @@ def test_passing_html_page_for_ncbi_counts_is_retried_not_skipped(geo_root: Path
     """A maintenance page that goes away must not swap raw counts for the author's log2 values."""
     dest = tmp_path / "out" / "c1.counts"
     with FakeGeo(geo_root) as geo:
-        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
+        ncbi_url = geo_names.ncbi_counts_url("GSE1000", geo.base_url)
         geo.serve_html_instead(ncbi_url, times=2)
         _, choice = _fetch_sources(_settings(geo.base_url), dest)
     assert gzip.decompress(dest.read_bytes()) == NCBI_TABLE
@@ -831,8 +897,8 @@ def test_failure_other_than_missing_does_not_fall_back(geo_root: Path, tmp_path:
     sources = [dict(PREFERENCE[0]), PREFERENCE[1]]
     dest = tmp_path / "out" / "c1.counts"
     with FakeGeo(geo_root) as geo:
-        ncbi_url = dl.ncbi_counts_url("GSE1000", geo.base_url)
-        later_url = dl.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
+        ncbi_url = geo_names.ncbi_counts_url("GSE1000", geo.base_url)
+        later_url = geo_names.supplementary_url("GSE1000", "GSE1000_author_log2.csv.gz", geo.base_url)
         if fault == "html_page":
             # An author file that GEO lists exists: an HTML page in its place is an error, not absence.
             sources = [PREFERENCE[1], PREFERENCE[0]]
@@ -863,13 +929,13 @@ def test_failure_other_than_missing_does_not_fall_back(geo_root: Path, tmp_path:
 
 
 def test_count_sources_from_local_dir_and_local_paths(geo_root: Path, tmp_path: Path) -> None:
-    (geo_root / "GSE1000" / dl.ncbi_counts_name("GSE1000")).unlink()
+    (geo_root / "GSE1000" / geo_names.ncbi_counts_name("GSE1000")).unlink()
     settings = _settings("http://127.0.0.1:9", geo_root)  # nothing listens there: all reads are local
     dest = tmp_path / "out" / "c1.counts"
     result, choice = _fetch_sources(settings, dest)
     assert choice["chosen"]["index"] == 1 and result.url.startswith("file://")
     assert "local mirror file not found" in choice["skipped"][0]["reason"]
-    assert choice["skipped"][0]["url"] == str(geo_root / dl.local_relpath("ncbi_counts", "GSE1000"))
+    assert choice["skipped"][0]["url"] == str(geo_root / geo_names.local_relpath("ncbi_counts", "GSE1000"))
     # `source: local` entries: a path that does not exist moves on, one that does is copied (verified).
     mine = tmp_path / "mine.tsv"
     mine.write_bytes(b"gene\tS1\nIL6\t3\n")
@@ -974,8 +1040,8 @@ def _faulted_url_and_source(kind: str, geo: FakeGeo, shared_data: Path) -> tuple
     url_kind = "supplementary" if kind == "count_sources" else kind
     url = acquire.source_url(url_kind, accession, filename, _settings(geo.base_url))
     if kind == "gene_info":
-        return url, shared_data / "NCBI_gene_info" / dl.GENE_INFO_NAME
-    return url, shared_data / dl.local_relpath(url_kind, accession, filename)
+        return url, shared_data / "NCBI_gene_info" / geo_names.GENE_INFO_NAME
+    return url, shared_data / geo_names.local_relpath(url_kind, accession, filename)
 
 
 def _fetch_kind(kind: str, geo: FakeGeo, dest: Path) -> None:

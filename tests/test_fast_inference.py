@@ -15,8 +15,9 @@ from pydeseq2.ds import DeseqStats
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from il6axis.de import fast_inference as fi
-from il6axis.de.fast_inference import SHRINK_SPOT_CHECK_GENES, FastInference, lbfgsb_lockstep
+from il6axis.de.fast_inference import FastInference
+from il6axis.de.fast_shrink import SHRINK_SPOT_CHECK_GENES, ShrinkObjective
+from il6axis.de.lbfgsb_lockstep import lbfgsb_lockstep
 
 
 def _cohort(
@@ -210,13 +211,13 @@ def test_shrinkage_pulls_null_genes_to_zero_and_keeps_planted_signs(shrink_runs)
 
 def test_shrinkage_spot_check_falls_back_to_stock(shrink_runs, caplog):
     stock, _, _, _, _ = shrink_runs
-    original = fi._ShrinkObjective.__call__
+    original = ShrinkObjective.__call__
 
     def perturbed(self, rows, beta):  # a vectorised objective that no longer matches stock's
         f, g = original(self, rows, beta)
         return f, g + 1e-3
 
-    with mock.patch.object(fi._ShrinkObjective, "__call__", perturbed), caplog.at_level("WARNING"):
+    with mock.patch.object(ShrinkObjective, "__call__", perturbed), caplog.at_level("WARNING"):
         fallback, _ = _shrink(stock.dds, FastInference(n_cpus=1))
     assert "differs from stock" in caplog.text
     assert fallback.LFC.equals(stock.LFC) and fallback.SE.equals(stock.SE)

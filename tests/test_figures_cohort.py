@@ -1,4 +1,5 @@
-"""Per-cohort report figures: each writes a real PNG + SVG, and the QC figures find what was planted.
+"""Per-cohort report figures and the QC tables behind them: each figure writes a real PNG + SVG, and the
+QC tables (il6axis.analysis.qc) find what was planted.
 
 A small simulated cohort (il6axis.acquire.demo) stands in for a real one: counts with planted severity and sex
 effects, a recorded-sex label deliberately swapped on one sample, a log-count matrix standing in for
@@ -18,15 +19,20 @@ from PIL import Image
 from planted_de import de_table_around_truth
 
 from il6axis.acquire.demo import DemoSpec, simulate
+from il6axis.analysis import qc
 from il6axis.analysis.expression import normalised_counts, panel_expression, size_factors
 from il6axis.analysis.scores import mean_z_scores, score_model
-from il6axis.de.nb import benjamini_hochberg
-from il6axis.figures import cohort as fc
+from il6axis.de.contract import benjamini_hochberg
+from il6axis.errors import InputError
 from il6axis.figures import de as plots
-from il6axis.figures.de import read_summary
+from il6axis.figures import panel
+from il6axis.figures import qc as fqc
+from il6axis.figures.common import format_estimate, log_scale_name, read_summary
+from il6axis.figures.scores import pathway_score_boxes, pathway_scores_figure
 from il6axis.figures.style import save
 
 SWAPPED = "DEMO003"  # recorded sex flipped on this sample: the sex check must flag it
+SUMMARY = {"cohort": "testcoh"}  # what the QC figures need of the DE summary (contrast: severe vs mild)
 
 
 def _png_ok(path) -> None:
@@ -126,20 +132,24 @@ def de_files(cohort, resources, tmp_path_factory):
 
 def test_library_sizes_writes_png_and_svg(cohort, tmp_path):
     adata, _ = cohort
-    save(fc.library_sizes(adata), [tmp_path / "lib.png", tmp_path / "lib.svg"])
+    table = qc.library_table(adata)
+    save(fqc.library_sizes(table, SUMMARY), [tmp_path / "lib.png", tmp_path / "lib.svg"])
     _png_ok(tmp_path / "lib.png")
     _svg_ok(tmp_path / "lib.svg")
-    table = fc.library_table(adata)
     assert table.loc[adata.obs_names[0], "total_millions"] == pytest.approx(adata.X[0].sum() / 1e6)
+    assert (table["detected_genes"] == (adata.X > 0).sum(axis=1)).all()
+    assert (table["genes_in_matrix"] == adata.n_vars).all() and not table["low_library"].any()
 
 
 def test_library_sizes_labels_a_shallow_sample(cohort):
     adata, _ = cohort
     shallow = adata.copy()
     shallow.X[4] = shallow.X[4] // 20  # ~5% of the median library: must be labelled
-    fig = fc.library_sizes(shallow)
+    table = qc.library_table(shallow)
+    assert list(table.index[table["low_library"]]) == [shallow.obs_names[4]]
+    fig = fqc.library_sizes(table, SUMMARY)
     assert shallow.obs_names[4] in _figure_text(fig)
-    assert adata.obs_names[5] not in _figure_text(fc.library_sizes(adata))
+    assert adata.obs_names[5] not in _figure_text(fqc.library_sizes(qc.library_table(adata), SUMMARY))
 
 
 def test_sex_check_without_recorded_sex_makes_no_discordance_call(cohort, resources):
@@ -148,24 +158,27 @@ def test_sex_check_without_recorded_sex_makes_no_discordance_call(cohort, resour
     sub = adata.copy()
     del sub.obs["sex"]
     sub.uns["covariates"] = ["age"]
-    table, info = fc.sex_check_table(sub, markers)
-    assert info["sex_column"] is None and not table["discordant"].any()
-    assert set(table["inferred"]) <= {"female", "male"}
-    assert "no recorded sex in the metadata" in _figure_text(fc.sex_check(sub, markers))
+    table, check = qc.sex_check_table(sub, markers)
+    assert check["recorded_sex_column"] is None and check["status"] == "no_recorded_sex"
+    assert (table["agreement"] == "not_recorded").all() and not check["discordant_samples"]
+    assert set(table["inferred_sex"]) <= {"female", "male"}
+    assert "no recorded sex in the metadata" in _figure_text(fqc.sex_check(table, check, SUMMARY))
 
 
 def test_sex_check_flags_the_planted_swap(cohort, resources, tmp_path):
     adata, _ = cohort
     _, markers = resources
-    table, info = fc.sex_check_table(adata, markers)
-    assert info["sex_column"] == "sex"
-    assert list(table.index[table["discordant"]]) == [SWAPPED]
+    table, check = qc.sex_check_table(adata, markers)
+    assert check["recorded_sex_column"] == "sex" and check["status"] == "checked"
+    assert list(table.index[table["agreement"] == "discordant"]) == [SWAPPED]
+    assert check["discordant_samples"] == [SWAPPED] and check["agreement"]["discordant"] == 1
     # Every other sample's expression call matches its (true) recorded sex.
     others = table.drop(index=SWAPPED)
-    assert (others["inferred"] == others["recorded"]).all()
-    fig = fc.sex_check(adata, markers)
+    assert (others["inferred_sex"] == others["recorded_sex"]).all() and (others["agreement"] == "agree").all()
+    assert check["female_markers"] == ["XIST"] and check["male_markers"] == ["RPS4Y1"]
+    fig = fqc.sex_check(table, check, SUMMARY)
     assert SWAPPED in _figure_text(fig)
-    save(fc.sex_check(adata, markers), [tmp_path / "sex.png", tmp_path / "sex.svg"])
+    save(fig, [tmp_path / "sex.png", tmp_path / "sex.svg"])
     _png_ok(tmp_path / "sex.png")
     _svg_ok(tmp_path / "sex.svg")
 
@@ -178,28 +191,79 @@ def test_sex_check_without_marker_genes_says_why(cohort, resources, tmp_path, dr
     adata, _ = cohort
     _, markers = resources
     sub = adata[:, ~adata.var_names.isin(dropped)].copy()
-    table, _ = fc.sex_check_table(sub, markers)
-    assert not table["discordant"].any()  # no call without both markers
-    fig = fc.sex_check(sub, markers)
+    table, check = qc.sex_check_table(sub, markers)
+    assert (table["inferred_sex"] == "not_called").all() and (table["agreement"] == "no_call").all()
+    assert check["status"] == "markers_missing"
+    fig = fqc.sex_check(table, check, SUMMARY)
     assert expected in _figure_text(fig)
     fig.savefig(tmp_path / "sex.png", dpi=150)
     _png_ok(tmp_path / "sex.png")
+
+
+def test_cohort_qc_writes_the_tables_the_figures_read(cohort, expression, resources, tmp_path):
+    """Rule cohort_qc's files: the planted swap is in sex_check.tsv and its summary, the tables read back
+    as they were computed, and the QC figures draw from the files alone."""
+    adata, _ = cohort
+    adata = adata.copy()
+    adata.obs_names = [f"00{i}" for i in range(adata.n_obs)]  # numeric-looking ids stay text
+    swapped = adata.obs_names[list(cohort[0].obs_names).index(SWAPPED)]
+    sub = expression[0].copy()
+    adata.write_h5ad(tmp_path / "cohort.h5ad")
+    sub.write_h5ad(tmp_path / "expression.h5ad")
+    outputs = qc.CohortQcOutputs(*(tmp_path / name for name in (
+        "library_sizes.tsv", "sex_check.tsv", "sex_check.json", "pca.tsv", "pca_variance.tsv")))  # fmt: skip
+    markers = tmp_path / "markers.tsv"
+    resources[1].to_csv(markers, sep="\t", index=False)
+    qc.write_cohort_qc(tmp_path / "cohort.h5ad", tmp_path / "expression.h5ad", markers, outputs)
+
+    sex = fqc.read_qc_table(outputs.sex_check, fqc.SEX_COLUMNS)
+    assert list(sex.index) == list(adata.obs_names)
+    assert list(sex.index[sex["agreement"] == "discordant"]) == [swapped]
+    check = json.loads(outputs.sex_check_summary.read_text())
+    assert check["discordant_samples"] == [swapped] and check["n_samples"] == adata.n_obs
+    assert check["recorded"]["female"] + check["recorded"]["male"] == adata.n_obs
+    library = fqc.read_qc_table(outputs.library_sizes, fqc.LIBRARY_COLUMNS)
+    pd.testing.assert_frame_equal(library, qc.library_table(adata), check_dtype=False)
+    pca = fqc.read_qc_table(outputs.pca, fqc.PCA_COLUMNS)
+    variance = fqc.read_qc_table(outputs.pca_variance, fqc.PCA_VARIANCE_COLUMNS, index=False)
+    assert len(pca) == sub.n_obs and list(pca.columns[2:12]) == [f"PC{i}" for i in range(1, 11)]
+    assert len(variance) == sub.n_obs and variance["variance_fraction"].sum() == pytest.approx(1.0)
+    assert swapped in _figure_text(fqc.sex_check(sex, check, SUMMARY))
+    fqc.library_sizes(library, SUMMARY)
+    fqc.pca_plot(pca, variance, SUMMARY)
+    with pytest.raises(InputError, match="lacks column"):
+        fqc.read_qc_table(outputs.pca_variance, fqc.PCA_COLUMNS)
+
+
+def test_pca_of_too_few_samples_says_so(expression):
+    sub = expression[0][:2].copy()
+    table, variance = qc.pca_table(sub)
+    assert len(table) == 2 and table["PC1"].isna().all() and variance.empty
+    assert "PCA needs at least 3 samples" in _figure_text(fqc.pca_plot(table, variance, SUMMARY))
 
 
 def test_recorded_sex_falls_back_to_geo_characteristics():
     obs = pd.DataFrame(
         {"title": ["a", "b", "c"], "characteristics_ch1.1": ["gender: M", "gender: F", "gender: unknown"]}
     )
-    sex, column = fc.recorded_sex(obs, covariates=[])
+    sex, column = qc.recorded_sex(obs, covariates=[])
     assert column == "characteristics_ch1.1"
     assert sex.tolist() == ["male", "female", "unknown"]
-    assert fc.recorded_sex(pd.DataFrame({"x": [1, 2]}))[0] is None
+    assert qc.recorded_sex(pd.DataFrame({"x": [1, 2]}))[0] is None
+
+
+def test_recorded_sex_sets_unknown_spellings_aside_without_failing():
+    """A QC check compares, it never drops a sample: a spelling the workflow does not know is 'unknown'
+    (the DE covariate, by contrast, raises on it: il6axis.acquire.geo_metadata.normalise_sex)."""
+    obs = pd.DataFrame({"Gender": ["Woman", "man", "sex: F", "intersex?", None]})
+    sex, column = qc.recorded_sex(obs)
+    assert column == "Gender" and sex.tolist() == ["female", "male", "female", "unknown", "unknown"]
 
 
 def test_infer_sex_calls_and_ambiguity():
     female = pd.Series([7.0, 0.2, 0.1, 6.0])
     male = pd.Series([0.0, 8.0, 0.3, 6.5])
-    assert fc.infer_sex(female, male).tolist() == ["female", "male", "ambiguous", "ambiguous"]
+    assert qc.infer_sex(female, male).tolist() == ["female", "male", "ambiguous", "ambiguous"]
 
 
 def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
@@ -209,14 +273,18 @@ def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
     x = rng.normal(0, 0.3, (n, genes))
     x[groups == "severe", :100] += 3.0  # a strong planted group effect on 100 genes
     vst = pd.DataFrame(x, index=[f"S{i:02d}" for i in range(n)], columns=[f"G{j}" for j in range(genes)])
-    coords, ratio = fc.pca_vst(vst, n_top=500)
+    coords, ratio = qc.pca_vst(vst, n_top=500)
     assert ratio.sum() == pytest.approx(1.0)
     assert abs(np.corrcoef(coords["PC1"], groups == "severe")[0, 1]) > 0.95
     obs = pd.DataFrame({"severity": pd.Categorical(groups), "sex": ["female", "male"] * 10}, index=vst.index)
     adata = ad.AnnData(X=np.zeros((n, genes)), obs=obs, var=pd.DataFrame(index=vst.columns))
     adata.layers["vst"] = vst.to_numpy()
     adata.uns.update({"cohort": "pcacoh", "covariates": ["sex"]})
-    fig = fc.pca_plot(adata)
+    table, variance = qc.pca_table(adata)
+    assert table["PC1"].to_numpy() == pytest.approx(coords["PC1"].to_numpy())
+    assert variance["variance_fraction"].to_numpy() == pytest.approx(ratio)
+    assert (variance["genes_used"] == 500).all() and not table["outlier"].any()
+    fig = fqc.pca_plot(table, variance, {"cohort": "pcacoh"})
     ax = fig.axes[0]
     shares = [
         float(re.search(r"\(([\d.]+)% variance\)", lab).group(1))
@@ -224,7 +292,7 @@ def test_pca_recovers_planted_groups_and_labels_variance(tmp_path):
     ]
     assert shares[0] >= shares[1] and sum(shares) <= 100
     assert shares[0] == pytest.approx(100 * ratio[0], abs=0.05)
-    save(fc.pca_plot(adata), [tmp_path / "pca.png", tmp_path / "pca.svg"])
+    save(fig, [tmp_path / "pca.png", tmp_path / "pca.svg"])
     _png_ok(tmp_path / "pca.png")
     _svg_ok(tmp_path / "pca.svg")
 
@@ -287,9 +355,9 @@ def test_volcano_clips_extreme_fold_changes_to_the_edge():
 def test_panel_figures_write_png_and_svg(expression, de_files, tmp_path):
     sub, counts, sf = expression
     _, panel_de, summary = _de_inputs(de_files)
-    save(fc.panel_heatmap_figure(sub, panel_de, summary, 0.05), [tmp_path / "h.png", tmp_path / "h.svg"])
+    save(panel.panel_heatmap_figure(sub, panel_de, summary, 0.05), [tmp_path / "h.png", tmp_path / "h.svg"])
     genes = ["IL6", "IL6R", "SOCS3", "NOTAGENE"]
-    save(fc.panel_genes_figure(sub, panel_de, summary, genes), [tmp_path / "g.png", tmp_path / "g.svg"])
+    save(panel.panel_genes_figure(sub, panel_de, summary, genes), [tmp_path / "g.png", tmp_path / "g.svg"])
     vst = pd.DataFrame(sub.layers["vst"], index=sub.obs_names, columns=sub.var_names)
     expr = panel_de[["symbol", "tier", "role"]].merge(
         panel_expression(counts, sub.obs, sf, vst, [*panel_de["symbol"], "NOTAGENE"]),
@@ -299,27 +367,27 @@ def test_panel_figures_write_png_and_svg(expression, de_files, tmp_path):
     )
     expr["symbol"] = expr["gene"]
     save(
-        fc.panel_detection_figure(expr, summary, genes=["IL6", "IL6R", "NOTAGENE"]),
+        panel.panel_detection_figure(expr, summary, genes=["IL6", "IL6R", "NOTAGENE"]),
         [tmp_path / "d.png", tmp_path / "d.svg"],
     )
     for name in ("h", "g", "d"):
         _png_ok(tmp_path / f"{name}.png")
         _svg_ok(tmp_path / f"{name}.svg")
     # The absent gene keeps its slot, labelled, in the detection and per-gene figures.
-    fig = fc.panel_detection(expr, ["IL6", "NOTAGENE"], "t")
+    fig = panel.panel_detection(expr, ["IL6", "NOTAGENE"], "t")
     assert "absent from\nthe matrix" in _figure_text(fig)
-    fig = fc.panel_gene_boxes(sub, panel_de, ["NOTAGENE"], "t")
+    fig = panel.panel_gene_boxes(sub, panel_de, ["NOTAGENE"], "t")
     assert "absent from the\ncount matrix" in _figure_text(fig)
 
 
 def test_de_annotation_reports_estimate_or_reason(de_files):
     panel_de = pd.read_csv(de_files / "il6_panel.tsv", sep="\t").set_index("symbol")
     socs3 = panel_de.loc["SOCS3"]
-    text = fc.de_annotation(socs3)
+    text = panel.de_annotation(socs3)
     assert text.startswith(f"log2FC {socs3['log2FoldChange']:.2f} [{socs3['ci_low']:.2f}, ")
     assert "panel q" in text
-    assert fc.de_annotation(panel_de.loc["IL6"]) == "not tested:\nbelow expression filter"
-    assert plots.format_estimate(-0.001) == "0.00"
+    assert panel.de_annotation(panel_de.loc["IL6"]) == "not tested:\nbelow expression filter"
+    assert format_estimate(-0.001) == "0.00"
 
 
 def test_pathway_scores_figure_annotates_the_model(expression, de_files, tmp_path):
@@ -333,14 +401,14 @@ def test_pathway_scores_figure_annotates_the_model(expression, de_files, tmp_pat
     long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
     long["method"] = "mean_z"
     save(
-        fc.pathway_scores_figure(long, models, read_summary(de_files / "summary.json")),
+        pathway_scores_figure(long, models, read_summary(de_files / "summary.json")),
         [tmp_path / "s.png", tmp_path / "s.svg"],
     )
     _png_ok(tmp_path / "s.png")
     _svg_ok(tmp_path / "s.svg")
     row = models.set_index("set").loc["planted_up"]
     assert row["effect"] > 0 and row["padj"] < 0.05  # the planted up-regulated set is found
-    fig = fc.pathway_score_boxes(long, models, "t")
+    fig = pathway_score_boxes(long, models, "t")
     assert f"Δ {row['effect']:.2f} [" in _figure_text(fig)
 
 
@@ -356,8 +424,8 @@ def test_reruns_write_byte_identical_svg_and_png(de_files, tmp_path):
 
 def test_normalised_cohort_figures_name_their_scale() -> None:
     """A cohort with normalised values only: labels say log2(normalised + 1), not VST or read counts."""
-    assert fc.log_scale_name({"scale": "log2_normalised"}) == "log2(normalised + 1)"
-    assert fc.log_scale_name({"scale": "log2_counts"}) == "VST"
+    assert log_scale_name({"scale": "log2_normalised"}) == "log2(normalised + 1)"
+    assert log_scale_name({"scale": "log2_counts"}) == "VST"
     rng = np.random.default_rng(3)
     values = rng.gamma(2.0, 50.0, size=(12, 40))
     obs = pd.DataFrame(
@@ -370,10 +438,11 @@ def test_normalised_cohort_figures_name_their_scale() -> None:
     )
     adata = ad.AnnData(X=values, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(40)]))
     adata.uns.update({"cohort": "tmm", "value_type": "normalised", "covariates": []})
-    fig = fc.library_sizes(adata)
+    summary = {"cohort": "tmm", "value_type": "normalised"}
+    fig = fqc.library_sizes(qc.library_table(adata), summary)
     assert fig.axes[0].get_ylabel() == "sum of normalised values (millions)"
     adata.layers["vst"] = np.log2(values + 1)
-    fig = fc.pca_plot(adata)
+    fig = fqc.pca_plot(*qc.pca_table(adata), summary)
     assert "PCA of log2(normalised + 1) expression" in fig.axes[0].get_title()
 
 
@@ -396,15 +465,15 @@ def test_every_figure_names_the_declared_contrast(cohort, expression, de_files, 
     long = scores.rename_axis("sample_id").reset_index().melt("sample_id", var_name="set", value_name="score")
     long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
     figures = {
-        "library": fc.library_sizes(adata),
-        "sex": fc.sex_check(adata, resources[1]),
-        "pca": fc.pca_plot(sub),
+        "library": fqc.library_sizes(qc.library_table(adata), summary),
+        "sex": fqc.sex_check(*qc.sex_check_table(adata, resources[1]), summary),
+        "pca": fqc.pca_plot(*qc.pca_table(sub), summary),
         "volcano": plots.volcano_figure(table, panel_de, summary, 0.05),
         "ma": plots.ma_figure(table, panel_de, summary, 0.05),
         "pvalues": plots.pvalue_histogram_figure(table, summary),
-        "heatmap": fc.panel_heatmap_figure(sub, panel_de, summary, 0.05),
-        "genes": fc.panel_genes_figure(sub, panel_de, summary, ["SOCS3", "IL6R"]),
-        "scores": fc.pathway_scores_figure(long.assign(method="mean_z"), models, summary),
+        "heatmap": panel.panel_heatmap_figure(sub, panel_de, summary, 0.05),
+        "genes": panel.panel_genes_figure(sub, panel_de, summary, ["SOCS3", "IL6R"]),
+        "scores": pathway_scores_figure(long.assign(method="mean_z"), models, summary),
     }
     for name, fig in figures.items():
         text = " ".join(_figure_text(fig).split())  # long tick labels are wrapped

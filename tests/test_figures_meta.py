@@ -18,18 +18,19 @@ from docutils.core import publish_parts
 from PIL import Image
 from workflow_runner import PROJECT_ROOT
 
-from il6axis.analysis.meta import forest_table, meta_analyse, run_meta
+from il6axis.analysis.meta.fit import forest_table, meta_analyse
+from il6axis.analysis.meta.run import run_meta
 from il6axis.cohort.contrast import contrast_from_config
 from il6axis.errors import InputError
 from il6axis.figures import meta as fm
-from il6axis.report.summary import (
-    config_yaml,
-    headlines_rst,
-    provenance_rst,
-    rst_escape,
-    software_versions,
-    write_report_summary,
-)
+from il6axis.figures import meta_forest as ff
+from il6axis.figures import meta_heatmap as fh
+from il6axis.figures import meta_orientation as fo
+from il6axis.figures.registry import META_FIGURES, META_INPUTS, input_names
+from il6axis.report.headlines import headlines_rst
+from il6axis.report.provenance import config_yaml, provenance_rst, software_versions
+from il6axis.report.rst import rst_escape
+from il6axis.report.summary import write_report_summary
 
 COHORTS = {"WB1": ("whole_blood", 60), "LEUK2": ("leukocytes", 100), "PBMC3": ("pbmc", 14)}
 GENES = ["IL6", "IL6R", "IL6ST", "JAK1", "JAK2", "TYK2", "STAT3", "SOCS3", "CEBPD", "HP", "MYC", "JAK3"]
@@ -163,9 +164,9 @@ def tables(tmp_path_factory):
 def test_forest_genes_core_first_then_top_effects(tables, tmp_path):
     _, _, meta_path, forest_path = tables["genes"]
     outs = [tmp_path / "forest.png", tmp_path / "forest.svg"]
-    genes = fm.forest_genes_from_files(meta_path, forest_path, outs, n_extra=2)
+    genes = ff.forest_genes_from_files(meta_path, forest_path, outs, n_extra=2)
     # The planted non-core shifts are the largest pooled effects in the primary stratum.
-    assert genes[:8] == list(fm.CORE_GENES) and set(genes[8:]) == {"CEBPD", "MYC"}
+    assert genes[:8] == list(ff.CORE_GENES) and set(genes[8:]) == {"CEBPD", "MYC"}
     _check_png(outs[0])
     _check_svg(outs[1])
 
@@ -173,19 +174,19 @@ def test_forest_genes_core_first_then_top_effects(tables, tmp_path):
 def test_forest_scores_only_mean_z(tables, tmp_path):
     _, meta, meta_path, forest_path = tables["scores"]
     outs = [tmp_path / "scores.png", tmp_path / "scores.svg"]
-    features = fm.forest_scores_from_files(meta_path, forest_path, outs)
+    features = ff.forest_scores_from_files(meta_path, forest_path, outs)
     assert sorted(features) == sorted(f"{s} (mean_z)" for s in SETS)
     _check_png(outs[0])
     _check_svg(outs[1])
     # The wrong method fails with a message naming the table.
     with pytest.raises(InputError, match="ssgsea"):
-        fm.forest_scores_from_files(meta_path, forest_path, outs, method="ssgsea")
+        ff.forest_scores_from_files(meta_path, forest_path, outs, method="ssgsea")
 
 
 def test_forest_layout_pools_only_where_two_cohorts(tables):
     _, meta, _, forest = (*tables["genes"][:3], pd.read_csv(tables["genes"][3], sep="\t"))
-    rows = fm._cohort_rows(forest, None)
-    layout = fm._layout(rows, list(pd.unique(meta["stratum"])))
+    rows = ff._cohort_rows(forest, None)
+    layout = ff._layout(rows, list(pd.unique(meta["stratum"])))
     kinds = [(kind, key) for kind, key, _ in layout]
     # Whole-blood cohorts first, their pooled row, then the lone PBMC cohort (no pooled row), then 'all'.
     assert kinds == [
@@ -233,16 +234,16 @@ def test_forest_marks_a_normalised_scale_cohort_as_not_pooled(tmp_path):
     )
     assert "TMM4" not in ",".join(meta["cohorts"].dropna())
     forest = pd.read_csv(tmp_path / "forest.tsv", sep="\t")
-    rows = fm._cohort_rows(forest, names)
+    rows = ff._cohort_rows(forest, names)
     assert rows.set_index("cohort")["pooled"].to_dict() == {
         "WB1": True,
         "LEUK2": True,
         "TMM4": False,
         "PBMC3": True,
     }
-    labels = [label for _, _, label in fm._layout(rows, list(pd.unique(meta["stratum"])))]
+    labels = [label for _, _, label in ff._layout(rows, list(pd.unique(meta["stratum"])))]
     assert "TMM4 (whole blood, not pooled: other effect scale)" in labels
-    fig = fm.forest_grid(
+    fig = ff.forest_grid(
         forest, meta, ["SOCS3", "IL6R"], "log2FC severe vs mild", "four cohorts", cohorts=names
     )
     legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
@@ -262,19 +263,19 @@ def test_single_cohort_degrades_gracefully(tmp_path):
     assert meta["pooled_log2FoldChange"].isna().all() and (meta["reason"] == "fewer than 2 cohorts").all()
     forest = pd.read_csv(forest_path, sep="\t")
     assert set(forest["row_type"]) == {"cohort"}
-    fig = fm.forest_grid(forest, meta, ["SOCS3", "IL6"], "log2FC", "one cohort")
+    fig = ff.forest_grid(forest, meta, ["SOCS3", "IL6"], "log2FC", "one cohort")
     texts = [fig._suptitle.get_text()] + [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any(fm.NO_POOL_TEXT in t for t in texts)
+    assert any(ff.NO_POOL_TEXT in t for t in texts)
     assert any(t == "not tested" for t in texts)  # IL6 untested outside PBMC
     outs = [tmp_path / "one.png", tmp_path / "one.svg"]
-    fm.forest_genes_from_files(meta_path, forest_path, outs)
+    ff.forest_genes_from_files(meta_path, forest_path, outs)
     _check_png(outs[0])
 
 
 def test_lfc_heatmap_marks_significance_and_missing(tables, tmp_path):
     effects = tables["genes"][0]
     panels = _panels(effects)
-    fig = fm.lfc_heatmap(panels, alpha=0.05, tissues={c: t for c, (t, _) in COHORTS.items()})
+    fig = fh.lfc_heatmap(panels, alpha=0.05, tissues={c: t for c, (t, _) in COHORTS.items()})
     ax = fig.axes[0]
     stars = sum(t.get_text() == "*" for t in ax.texts)
     expected = int(sum((p["padj"] < 0.05).sum() for p in panels.values()))
@@ -283,13 +284,13 @@ def test_lfc_heatmap_marks_significance_and_missing(tables, tmp_path):
     assert sum(p.get_hatch() == "////" for p in ax.patches) == 1  # IL6 absent from WB1
     # Tier blocks in TIER_ORDER: core genes first, control last.
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels[:8] == list(fm.CORE_GENES) and labels[-1] == "JAK3"
+    assert labels[:8] == list(ff.CORE_GENES) and labels[-1] == "JAK3"
     paths = []
     for cohort, table in panels.items():
         paths.append(tmp_path / f"{cohort}.tsv")
         table.to_csv(paths[-1], sep="\t", index=False)
     outs = [tmp_path / "heat.png", tmp_path / "heat.svg"]
-    fm.lfc_heatmap_from_files(paths, list(panels), 0.05, outs)
+    fh.lfc_heatmap_from_files(paths, list(panels), 0.05, outs)
     _check_png(outs[0], min_side=300)
     _check_svg(outs[1])
 
@@ -297,11 +298,11 @@ def test_lfc_heatmap_marks_significance_and_missing(tables, tmp_path):
 def test_orientation_summary_colours_by_agreement(tmp_path):
     good, v_good = _orientation("WB1", 1.0, 1)
     bad, v_bad = _orientation("PBMC3", -1.0, 2)
-    fig = fm.orientation_summary({"WB1": good, "PBMC3": bad}, {"WB1": v_good, "PBMC3": v_bad}, 0.05)
+    fig = fo.orientation_summary({"WB1": good, "PBMC3": bad}, {"WB1": v_good, "PBMC3": v_bad}, 0.05)
     top, bottom = fig.axes[0], fig.axes[1]
     assert "CONSISTENT" in top.get_title(loc="left") and "REVERSED" in bottom.get_title(loc="left")
-    agree = matplotlib_colour(fm.AGREE_COLOUR[True])
-    against = matplotlib_colour(fm.AGREE_COLOUR[False])
+    agree = matplotlib_colour(fo.AGREE_COLOUR[True])
+    against = matplotlib_colour(fo.AGREE_COLOUR[False])
     top_colours = {bar.get_facecolor()[:3] for bar in top.patches if bar.get_height() != 0}
     assert agree in top_colours and against not in top_colours
     bottom_colours = {bar.get_facecolor()[:3] for bar in bottom.patches if bar.get_height() != 0}
@@ -313,11 +314,49 @@ def test_orientation_summary_colours_by_agreement(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(verdict))
         paths[name] = (tmp_path / f"{name}.tsv", tmp_path / f"{name}.json")
     outs = [tmp_path / "orient.png", tmp_path / "orient.svg"]
-    fm.orientation_summary_from_files(
+    fo.orientation_summary_from_files(
         [p[0] for p in paths.values()], [p[1] for p in paths.values()], list(paths), 0.05, outs
     )
     _check_png(outs[0])
     _check_svg(outs[1])
+
+
+def test_every_meta_figure_of_the_registry_is_written(tables, tmp_path):
+    """Rule plot_meta's pass: each registry figure from the inputs its entry lists, one PNG + SVG each."""
+    assert set(input_names(META_FIGURES)) == set(META_INPUTS) and list(fm.WRITERS) == [
+        f.name for f in META_FIGURES
+    ]
+    cohorts = list(COHORTS)
+    panels = _panels(tables["genes"][0])
+    inputs = {
+        "meta_genes": tables["genes"][2],
+        "forest_genes": tables["genes"][3],
+        "meta_scores": tables["scores"][2],
+        "forest_scores": tables["scores"][3],
+        "summaries": [],
+        "panels": [],
+        "orientation": [],
+        "orientation_tables": [],
+    }
+    for i, cohort in enumerate(cohorts):
+        table, verdict = _orientation(cohort, 1.0 if i else -1.0, i)
+        files = {
+            name: tmp_path / f"{cohort}.{name}" for name in ("summary", "panel", "verdict", "orientation")
+        }
+        files["summary"].write_text(json.dumps({"cohort": cohort, "n_per_group": {"mild": 5, "severe": 5}}))
+        panels[cohort].to_csv(files["panel"], sep="\t", index=False)
+        files["verdict"].write_text(json.dumps(verdict))
+        table.to_csv(files["orientation"], sep="\t", index=False)
+        for name, key in (("summaries", "summary"), ("panels", "panel"), ("orientation", "verdict"),
+                          ("orientation_tables", "orientation")):  # fmt: skip
+            inputs[name].append(files[key])
+    outputs = {f.name: [tmp_path / f"{f.stem}.png", tmp_path / f"{f.stem}.svg"] for f in META_FIGURES}
+    fm.write_meta_figures(inputs, outputs, cohorts, 0.05)
+    for png, svg in outputs.values():
+        _check_png(png, min_side=300)
+        _check_svg(svg)
+    with pytest.raises(ValueError, match="expected"):
+        fm.write_meta_figures(inputs, {"forest_genes": outputs["forest_genes"]}, cohorts, 0.05)
 
 
 def matplotlib_colour(hex_colour: str) -> tuple[float, float, float]:
@@ -584,10 +623,10 @@ def test_a_healthy_reference_cohort_is_reported_and_drawn_as_its_own_contrast(tm
     assert "up in 2/2 whole-blood cohorts" in text  # the severe-vs-mild pooled lines are unchanged
     assert "detected in 80% of acute COVID-19 samples of ``PBMC3``" in text  # IL6, tested in PBMC only
 
-    rows = fm._cohort_rows(forest, names)
+    rows = ff._cohort_rows(forest, names)
     contrasts = {"PBMC3": healthy}
     meta_keys = list(zip(meta["contrast"], meta["stratum"], strict=True))
-    layout = [(kind, key) for kind, key, _ in fm._layout(rows, meta_keys, contrasts)]
+    layout = [(kind, key) for kind, key, _ in ff._layout(rows, meta_keys, contrasts)]
     assert layout == [
         ("header", "severe_vs_mild"),
         ("cohort", "WB1"),
@@ -596,8 +635,8 @@ def test_a_healthy_reference_cohort_is_reported_and_drawn_as_its_own_contrast(tm
         ("header", "disease_vs_healthy"),
         ("cohort", "PBMC3"),  # alone in its kind: no diamond, and no cross-material 'all' diamond
     ]
-    labels = [label for _, _, label in fm._layout(rows, meta_keys, contrasts)]
+    labels = [label for _, _, label in ff._layout(rows, meta_keys, contrasts)]
     assert "PBMC3 (PBMC): acute COVID-19 vs healthy donors" in labels
     assert "disease vs healthy (not a severity contrast)" in labels
-    fig = fm.forest_grid(forest, meta, ["SOCS3"], "x", "t", cohorts=names, contrasts=contrasts)
+    fig = ff.forest_grid(forest, meta, ["SOCS3"], "x", "t", cohorts=names, contrasts=contrasts)
     assert "never pooled together" in fig._suptitle.get_text()

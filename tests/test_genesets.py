@@ -18,8 +18,9 @@ from il6axis.analysis.genesets import (
     read_user_sets,
     tables_under_test,
 )
-from il6axis.analysis.orientation import TISSUES, marker_overlaps
+from il6axis.analysis.orientation import marker_overlaps
 from il6axis.errors import InputError
+from il6axis.vocabulary import TISSUES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = PROJECT_ROOT / "resources"

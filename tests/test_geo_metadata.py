@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -288,10 +289,20 @@ def test_parse_age_rejects(bad: str) -> None:
         ("MALE", "male"),
         ("m", "male"),
         (" male ", "male"),
+        ("man", "male"),
+        ("Men", "male"),
+        ("gender: M", "male"),
+        ("Sex=male", "male"),
         ("F", "female"),
         ("female", "female"),
         ("Female", "female"),
         ("f", "female"),
+        ("woman", "female"),
+        ("WOMEN", "female"),
+        ("sex: F", "female"),
+        ("gender:female", "female"),
+        ("sex: NA", "unknown"),
+        ("gender:", "unknown"),
         ("unknown", "unknown"),
         ("NA", "unknown"),
         ("", "unknown"),
@@ -314,3 +325,27 @@ def test_normalise_sex_rejects(bad: str) -> None:
     with pytest.raises(InputError, match=r"sheet.csv.*'gender'.*'s2'.*accepted spellings.*M/Male") as err:
         normalise_sex(pd.Series(["M", bad], index=["s1", "s2"], name="gender"), source="sheet.csv")
     assert repr(bad) in str(err.value)
+
+
+def test_normalise_sex_unrecognised_modes(caplog: pytest.LogCaptureFixture) -> None:
+    """Both modes read the same spellings; only an unrecognised value differs (error vs unknown + warning)."""
+    truth = {"s1": "female", "s2": "male", "s3": "unknown", "s4": "unknown", "s5": "male", "s6": "unknown"}
+    raw = pd.Series(
+        ["gender: F", "Men", "intersex?", "NA", "m", "2"], index=list(truth), name="characteristics_ch1.3"
+    )
+    with pytest.raises(InputError, match=r"'s3' has unrecognised sex 'intersex\?'"):
+        normalise_sex(raw)
+    with pytest.raises(InputError, match="unrecognised sex"):
+        normalise_sex(raw, unrecognised="raise")
+    with caplog.at_level(logging.WARNING, logger="il6axis.acquire.geo_metadata"):
+        sex = normalise_sex(raw, unrecognised="unknown", source="obs")
+    assert sex.to_dict() == truth and sex.name == "characteristics_ch1.3"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 value(s)" in warnings[0] and "'2', 'intersex?'" in warnings[0]
+    recognised = raw.drop(["s3", "s6"])
+    assert normalise_sex(recognised).equals(normalise_sex(recognised, unrecognised="unknown"))
+
+
+def test_normalise_sex_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="unrecognised must be one of"):
+        normalise_sex(["M"], unrecognised="drop")

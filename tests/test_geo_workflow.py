@@ -12,7 +12,7 @@ from geo_server import FakeGeo
 from real_cohorts import GSE155454_CONTRAST, gse155454_from_geo
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
-from il6axis.acquire.download import DownloadError
+from il6axis.acquire.download import DownloadError, DownloadSettings
 from il6axis.acquire.geo_metadata import read_series_matrix
 from il6axis.acquire.sources import retrieve, source_url
 from il6axis.cohort.samples import assign_severity, define_contrast, filter_mask
@@ -30,6 +30,10 @@ def _settings(base_url: str) -> dict:
         "backoff_s": 0.01,
         "timeout_s": 10,
     }
+
+
+def _download_settings(base_url: str, local_dir: str | None = None) -> DownloadSettings:
+    return DownloadSettings.from_config({**_settings(base_url), "local_dir": local_dir})
 
 
 def _test_config(base_url: str, shared_data) -> dict:
@@ -193,7 +197,7 @@ def test_checksum_in_config_is_enforced(fake_geo, shared_data, tmp_path):
 def test_gse157103_series_matrix_severity_via_server(fake_geo, tmp_path):
     """The real GSE157103 series matrix: 50 ICU vs 50 non-ICU among COVID-19 with the default config."""
     dest = tmp_path / "GSE157103_series_matrix.txt.gz"
-    result = retrieve("series_matrix", dest, _settings(fake_geo.base_url), accession="GSE157103")
+    result = retrieve("series_matrix", dest, _download_settings(fake_geo.base_url), accession="GSE157103")
     assert result.attempts == 1 and dest.is_file()
     meta = read_series_matrix(dest)
     spec = DEFAULT_CONFIG["cohorts"]["GSE157103"]
@@ -209,7 +213,7 @@ def test_gse157103_series_matrix_severity_via_server(fake_geo, tmp_path):
 
 def test_severity_field_missing_from_metadata(fake_geo, tmp_path):
     dest = tmp_path / "GSE157103_series_matrix.txt.gz"
-    retrieve("series_matrix", dest, _settings(fake_geo.base_url), accession="GSE157103")
+    retrieve("series_matrix", dest, _download_settings(fake_geo.base_url), accession="GSE157103")
     spec = {
         **DEFAULT_CONFIG["cohorts"]["GSE157103"],
         "severity": {"field": "who_score", "severe": ["7"], "mild": ["3"]},
@@ -219,7 +223,7 @@ def test_severity_field_missing_from_metadata(fake_geo, tmp_path):
 
 
 def test_local_directory_instead_of_download(shared_data, tmp_path):
-    settings = {**_settings("http://127.0.0.1:9"), "local_dir": str(shared_data)}
+    settings = _download_settings("http://127.0.0.1:9", local_dir=str(shared_data))
     dest = tmp_path / "counts.csv.gz"
     result = retrieve(
         "supplementary",
@@ -241,12 +245,12 @@ def test_wrong_file_for_its_kind_is_rejected(fake_geo, tmp_path):
     )
     dest = tmp_path / "sm.txt.gz"
     with pytest.raises(DownloadError, match="!Series_title"):
-        retrieve("series_matrix", dest, _settings(fake_geo.base_url), accession="GSE1000")
+        retrieve("series_matrix", dest, _download_settings(fake_geo.base_url), accession="GSE1000")
     assert not dest.exists()
 
 
 def test_source_urls_follow_geo_layout():
-    settings = _settings("https://mirror.example")
+    settings = _download_settings("https://mirror.example")
     assert source_url("series_matrix", "GSE152418", None, settings) == (
         "https://mirror.example/geo/series/GSE152nnn/GSE152418/matrix/GSE152418_series_matrix.txt.gz"
     )

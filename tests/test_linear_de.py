@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
-from il6axis.de import routing as severity_model
+from il6axis.de import routing
+from il6axis.de.contract import DeSettings
 from il6axis.de.linear import (
     SCALE,
     fit_f_dist,
@@ -26,7 +27,7 @@ from il6axis.de.linear import (
     squeeze_variances,
     trigamma_inverse,
 )
-from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.de.nb import run_deseq2
 from il6axis.errors import InputError
 from il6axis.vocabulary import EXCLUDED, MILD, SEVERE
 
@@ -235,7 +236,7 @@ def test_log2_values_recover_planted_effects_on_their_own_scale(synthetic):
     """
     adata = _log2_cohort(synthetic, shift=SHIFT, n_floor=50)
     assert np.asarray(adata.X).min() < 0
-    result = severity_model.fit_severity(adata, ["age", "sex"], DeSettings(lfc_shrink=False))
+    result = routing.fit_severity(adata, ["age", "sex"], DeSettings(lfc_shrink=False))
     table = result.table
     assert (table["scale"] == SCALE).all() and (table["value_type"] == "log2_normalised").all()
     floor_rows = table[table["gene"].str.startswith("F")]
@@ -264,7 +265,7 @@ def test_log2_route_equals_normalised_route_on_2_pow_x_minus_1(synthetic, fitted
     baseMean (mean of 2**z, i.e. one more) must agree, including which genes pass the expression filter.
     """
     log2 = _log2_cohort(synthetic)
-    via_log2 = severity_model.fit_severity(log2, ["age", "sex"], DeSettings(lfc_shrink=False))
+    via_log2 = routing.fit_severity(log2, ["age", "sex"], DeSettings(lfc_shrink=False))
     a = fitted.table.set_index("gene")
     b = via_log2.table.set_index("gene").loc[a.index]
     assert (a["tested"] == b["tested"]).all() and via_log2.n_tested == fitted.n_tested
@@ -272,7 +273,7 @@ def test_log2_route_equals_normalised_route_on_2_pow_x_minus_1(synthetic, fitted
         np.testing.assert_allclose(b[column], a[column], rtol=1e-8, atol=1e-10, err_msg=column)
     np.testing.assert_allclose(b["baseMean"], a["baseMean"] + 1.0, rtol=1e-9)
     assert via_log2.design == fitted.design
-    assert severity_model.model_of(log2) != severity_model.model_of(synthetic.adata)
+    assert routing.model_of(log2) != routing.model_of(synthetic.adata)
 
 
 def test_log2_route_rejects_non_finite_values(synthetic):

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from il6axis.analysis.cohort_tables import ScoreSettings, expression_and_scores, run_composition
-from il6axis.analysis.meta import off_primary_scale
-from il6axis.de import routing as severity_model
-from il6axis.de.nb import DeSettings
+from il6axis.analysis.composition import run_composition
+from il6axis.analysis.expression_scores import ScoreSettings, expression_and_scores
+from il6axis.analysis.meta.plan import off_primary_scale
+from il6axis.de import routing
+from il6axis.de.contract import DeSettings
 from il6axis.vocabulary import EXCLUDED, MILD, SEVERE
 
 NEUTROPHIL = ["CSF3R", "FCGR3B", "CXCR2"]
@@ -61,7 +62,7 @@ def _cohorts(seed: int = 7) -> tuple[ad.AnnData, ad.AnnData, dict[str, float]]:
 
 def _analyse(adata: ad.AnnData, tmp_path, tag: str):
     settings = DeSettings(lfc_shrink=False, min_count=10)
-    de = severity_model.fit_severity(adata, [], settings)
+    de = routing.fit_severity(adata, [], settings)
     panel = pd.DataFrame({"symbol": PANEL, "tier": "core", "role": "signalling"})
     sets = {"up": SET_UP, "null": SET_NULL, "neutrophil": NEUTROPHIL}
     result = expression_and_scores(
@@ -98,12 +99,12 @@ def test_panel_table_detection_reads_the_floor():
 
     The log2 values are shifted to a log2-CPM-like floor of -4.32, where "value > 0" would call IL6
     (log2 values 0-1.5 above the floor) undetected everywhere."""
-    from il6axis.de.nb import panel_table
+    from il6axis.de.outputs import panel_table
 
     log2, linear, _ = _cohorts()
     log2.X = log2.X - 4.321928
     panel = pd.DataFrame({"symbol": [*PANEL, "ZERO1", "ABSENT"], "tier": "core", "role": "signalling"})
-    de = severity_model.fit_severity(log2, [], DeSettings(lfc_shrink=False)).table
+    de = routing.fit_severity(log2, [], DeSettings(lfc_shrink=False)).table
     a = panel_table(de, panel, log2).set_index("symbol")
     b = panel_table(de, panel, linear).set_index("symbol")
     for column in ("detection_mild", "detection_severe"):
@@ -155,46 +156,49 @@ def test_scale_labels_and_meta_rule():
     log2, linear, _ = _cohorts()
     counts = linear.copy()
     counts.uns["value_type"] = "counts"
-    assert severity_model.scale_of(log2) == severity_model.scale_of(linear) == "log2_normalised"
-    assert severity_model.scale_of(counts) == "log2_counts"
-    assert severity_model.log_scale_name("log2_normalised") == "published log2 normalised"
-    assert "published log2 values" in severity_model.model_of(log2)
+    assert routing.scale_of(log2) == routing.scale_of(linear) == "log2_normalised"
+    assert routing.scale_of(counts) == "log2_counts"
+    assert routing.log_scale_name("log2_normalised") == "published log2 normalised"
+    assert "published log2 values" in routing.model_of(log2)
     # Off the primary (count) scale: pooled only in the sensitivity run; with no count cohort, the two
     # log2-normalised cohorts are pooled with each other.
-    scales = [("C", severity_model.scale_of(counts)), ("L", severity_model.scale_of(log2)),
-              ("N", severity_model.scale_of(linear))]  # fmt: skip
+    scales = [("C", routing.scale_of(counts)), ("L", routing.scale_of(log2)),
+              ("N", routing.scale_of(linear))]  # fmt: skip
     assert off_primary_scale(scales) == ["L", "N"]
     assert off_primary_scale(scales[1:]) == []
 
 
 def test_figures_name_the_published_log2_scale(analysed, tmp_path):
     """Axis labels and titles say "published log2 normalised", never VST, counts or log2(x + 1)."""
-    from il6axis.figures import cohort as fc
+    from il6axis.analysis import qc
+    from il6axis.figures import panel
+    from il6axis.figures import qc as fqc
+    from il6axis.figures.common import log_scale_name
     from il6axis.figures.de import effect_and_test_names
     from il6axis.figures.style import save
 
     (de, res, _, _), (de_lin, _, _, _), log2, _ = analysed
     name = "published log2 normalised"
-    assert fc.log_scale_name(log2) == name and fc.log_scale_name(res.adata) == name
-    assert fc.log_scale_name({"scale": "log2_normalised", "value_type": "log2_normalised"}) == name
-    assert fc.log_scale_name({"scale": "log2_normalised"}) == "log2(normalised + 1)"  # older summaries
+    assert log_scale_name(log2) == name and log_scale_name(res.adata) == name
+    assert log_scale_name({"scale": "log2_normalised", "value_type": "log2_normalised"}) == name
+    assert log_scale_name({"scale": "log2_normalised"}) == "log2(normalised + 1)"  # older summaries
     effect, test = effect_and_test_names(de.table)
     assert effect == f"difference in {name}, severe vs mild" and test == "moderated t"
     assert "log2(normalised + 1)" in effect_and_test_names(de_lin.table)[0]
 
-    library = fc.library_sizes(log2)
+    summary = {"cohort": "L", "n_per_group": de.n_per_group, "value_type": "log2_normalised"}
+    library = fqc.library_sizes(qc.library_table(log2), summary)
     assert library.axes[0].get_ylabel() == "sum of 2^(log2 value) (millions)"
     assert library.axes[1].get_ylabel() == "detected genes (above sample minimum)"
-    table = fc.library_table(log2)
+    table = qc.library_table(log2)
     # zeros sit at the floor (0 here): the two empty genes and IL6 in about half of the samples
     np.testing.assert_array_equal(table["detected_genes"], (log2.X > 0).sum(axis=1))
     assert table["detected_genes"].max() < log2.n_vars - 1
-    pca = fc.pca_plot(res.adata)
+    pca = fqc.pca_plot(*qc.pca_table(res.adata), summary)
     assert f"PCA of {name} expression" in pca.axes[0].get_title()
     panel_de = de.table.rename(columns={"gene": "symbol"}).assign(tier="core")
     panel_de = panel_de[panel_de["symbol"].isin(PANEL)]
-    summary = {"cohort": "L", "n_per_group": de.n_per_group, "value_type": "log2_normalised"}
-    boxes = fc.panel_genes_figure(res.adata, panel_de, summary, genes=PANEL)
+    boxes = panel.panel_genes_figure(res.adata, panel_de, summary, genes=PANEL)
     assert boxes.axes[0].get_ylabel() == name and name in boxes._suptitle.get_text()
     assert boxes.axes[0].get_yscale() == "linear"  # published log2 values, not 2**x on a log axis
     save(boxes, [tmp_path / "panel_genes.png"])

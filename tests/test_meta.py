@@ -7,23 +7,22 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import PROJECT_ROOT
 from scipy import optimize, stats
+from snakemake.utils import validate
 from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 
-import il6axis.analysis.meta as meta_mod
-from il6axis.analysis.meta import (
-    NOTE_K2,
-    REASON_FEW,
-    forest_table,
-    meta_analyse,
-    random_effects,
-    read_cohort_effects,
-    sign_consistency,
-    stouffer,
-    stratum_of,
-)
+from il6axis.analysis.meta import estimators
+from il6axis.analysis.meta.effects import read_cohort_effects
+from il6axis.analysis.meta.estimators import REASON_FEW, random_effects, sign_consistency, stouffer
+from il6axis.analysis.meta.fit import NOTE_K2, forest_table, meta_analyse
+from il6axis.analysis.meta.plan import NOT_POOLED_CONTRAST, NOT_POOLED_SCALE, off_scale_cohorts, pooling_plan
+from il6axis.analysis.meta.run import MetaSettings, run_meta
+from il6axis.analysis.meta.sensitivity import SEVERITY_CONTRASTS
 from il6axis.errors import InputError
+from il6axis.vocabulary import stratum_of
 
 Z95 = stats.norm.isf(0.025)
 
@@ -149,7 +148,7 @@ def test_pm_reset_to_zero_by_statsmodels_is_repaired(monkeypatch: pytest.MonkeyP
     se = np.array([0.23, 0.13, 0.28])
     tight = {"atol": 1e-10, "maxiter": 200}
     assert combine_effects(y, se**2, method_re="iterated", **tight).tau2 == 0
-    monkeypatch.setattr(meta_mod, "_PM_KWDS", tight)
+    monkeypatch.setattr(estimators, "_PM_KWDS", tight)
     fit = random_effects(y, se, list("abc"))
     assert fit["tau2"] == pytest.approx(_pm_scipy(y, se**2), rel=1e-6)
     assert fit["tau2"] > 0.3 and fit["converged"]
@@ -223,6 +222,11 @@ def test_single_cohort_gives_na_with_reason() -> None:
     assert row["k"] == 1 and row["cohorts"] == "B" and row["reason"] == REASON_FEW
     assert np.isnan(row["pooled_log2FoldChange"]) and np.isnan(row["q"]) and np.isnan(row["stouffer_z"])
     assert row["sign_summary"] == "up in 1/1 PBMC cohorts (1 with padj < 0.05)"
+    # Each stratum counts its own cohorts in its own words; "other" material reads as "other cohorts".
+    effects = _long([("A", "SOCS3", 0.4, 0.2, 0.01), ("B", "SOCS3", -0.6, 0.2, 0.5)], WB3 | {"B": "other"})
+    words = meta_analyse(effects, strata=("other", "whole_blood")).set_index("stratum")["sign_summary"]
+    assert words["other"] == "down in 1/1 other cohorts (0 with padj < 0.05)"
+    assert words["whole_blood"] == "up in 1/1 whole-blood cohorts (1 with padj < 0.05)"
 
 
 def test_stouffer_matches_hand_formula_and_keeps_sign() -> None:
@@ -435,7 +439,7 @@ def test_run_meta_pools_normalised_cohort_only_in_sensitivity(tmp_path) -> None:
         tables.append(tmp_path / f"{cohort}.tsv")
         summaries.append(tmp_path / f"{cohort}.json")
     out = {name: tmp_path / f"out_{name}.tsv" for name in ("meta", "forest", "sens")}
-    primary = meta_mod.run_meta(
+    primary = run_meta(
         cohorts=list(specs),
         effect_tables=tables,
         summaries=summaries,
@@ -452,7 +456,7 @@ def test_run_meta_pools_normalised_cohort_only_in_sensitivity(tmp_path) -> None:
     long = read_cohort_effects(
         {c: tmp_path / f"{c}.tsv" for c in specs}, {c: tmp_path / f"{c}.json" for c in specs}, genes
     )
-    assert meta_mod.off_scale_cohorts(long) == ["T"]
+    assert off_scale_cohorts(long) == ["T"]
     without = meta_analyse(long, strata=["whole_blood"], exclude_cohorts=["T"]).set_index("feature")
     assert primary.loc["SOCS3", "pooled_log2FoldChange"] == pytest.approx(
         without.loc["SOCS3", "pooled_log2FoldChange"]
@@ -477,9 +481,9 @@ def test_run_meta_pools_normalised_cohort_only_in_sensitivity(tmp_path) -> None:
 def test_all_normalised_cohorts_are_pooled_with_each_other() -> None:
     long = _long([("T1", "SOCS3", 1.0, 0.2), ("T2", "SOCS3", 0.5, 0.3)], {"T1": "whole_blood", "T2": "pbmc"})
     long["scale"] = "log2_normalised"
-    assert meta_mod.off_scale_cohorts(long) == []
+    assert off_scale_cohorts(long) == []
     long.loc[0, "scale"] = "log2_counts"
-    assert meta_mod.off_scale_cohorts(long) == ["T2"]
+    assert off_scale_cohorts(long) == ["T2"]
 
 
 def _kind_run(tmp_path, specs: dict, sensitivity_exclude=()) -> tuple[pd.DataFrame, dict]:
@@ -496,7 +500,7 @@ def _kind_run(tmp_path, specs: dict, sensitivity_exclude=()) -> tuple[pd.DataFra
         tables.append(tmp_path / f"{cohort}.tsv")
         summaries.append(tmp_path / f"{cohort}.json")
     out = {name: tmp_path / f"out_{name}.tsv" for name in ("meta", "forest", "sens")}
-    meta = meta_mod.run_meta(
+    meta = run_meta(
         cohorts=list(specs),
         effect_tables=tables,
         summaries=summaries,
@@ -572,9 +576,9 @@ def test_other_kind_is_never_pooled_and_severity_kinds_pool_only_in_sensitivity(
     critical = meta[(meta["contrast"] == "critical_vs_severe") & (meta["feature"] == "SOCS3")]
     assert (critical["k"] == 1).all()  # C2 is off the count scale, O1 pools with nothing
 
-    plan = meta_mod.pooling_plan((c, k, s) for c, (_, _, _, k, s) in specs.items())
+    plan = pooling_plan((c, k, s) for c, (_, _, _, k, s) in specs.items())
     assert plan.groups == {"severe_vs_mild": ["S1", "S2"], "critical_vs_severe": ["C1"]}
-    assert plan.not_pooled == {"C2": meta_mod.NOT_POOLED_SCALE, "O1": meta_mod.NOT_POOLED_CONTRAST}
+    assert plan.not_pooled == {"C2": NOT_POOLED_SCALE, "O1": NOT_POOLED_CONTRAST}
 
     forest = out["forest"]
     shown = forest[~forest["pooled"].astype(bool)].groupby("cohort")["not_pooled_reason"].first()
@@ -589,7 +593,7 @@ def test_other_kind_is_never_pooled_and_severity_kinds_pool_only_in_sensitivity(
         "all contrasts pooled": "S1,S2,C1,O1",
         "all contrasts and all scales pooled": "S1,S2,C1,C2,O1",
     }
-    assert by["severity contrasts pooled"]["contrast"] == meta_mod.SEVERITY_CONTRASTS
+    assert by["severity contrasts pooled"]["contrast"] == SEVERITY_CONTRASTS
     assert by["all contrasts pooled"]["contrast_kinds"] == "severe_vs_mild,critical_vs_severe,other"
 
 
@@ -622,3 +626,22 @@ def test_default_config_shape_keeps_a_log2_critical_cohort_in_one_sensitivity_fi
     assert set(sens["analysis"]) == {"severity contrasts and all scales pooled"}
     row = sens[(sens["stratum"] == "all") & (sens["feature"] == "SOCS3")].iloc[0]
     assert row["k"] == 4 and "mixed scales" in row["note"] and "mixed contrasts" in row["note"]
+
+
+def test_meta_settings_come_from_the_meta_block():
+    config = yaml.safe_load((PROJECT_ROOT / "config" / "demo.yaml").read_text())
+    schema = str(PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    config["meta"] = {}
+    validate(config, schema)  # fills the schema defaults, which are the dataclass defaults
+    assert MetaSettings.from_config(config["meta"]) == MetaSettings()
+    planted = {
+        "alpha": 0.1,
+        "strata": ["whole_blood", "other"],
+        "method_re": "dl",
+        "sensitivity_exclude": ["A"],
+    }
+    config["meta"] = dict(planted)
+    validate(config, schema)
+    settings = MetaSettings.from_config(config["meta"])
+    assert (settings.alpha, settings.method_re) == (0.1, "dl")
+    assert settings.strata == ("whole_blood", "other") and settings.sensitivity_exclude == ("A",)

@@ -15,7 +15,6 @@ from il6axis.analysis.orientation import (
     CONSISTENT,
     INCONCLUSIVE,
     REVERSED,
-    TISSUES,
     check_independent,
     load_markers,
     log_verdict,
@@ -25,8 +24,10 @@ from il6axis.analysis.orientation import (
 )
 from il6axis.cohort.build import build_cohort
 from il6axis.cohort.samples import define_contrast, to_anndata
-from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.de.contract import DeSettings
+from il6axis.de.nb import run_deseq2
 from il6axis.errors import InputError
+from il6axis.vocabulary import TISSUES
 
 # The design documented in resources/genesets/README.md: granulocyte genes need granulocytes in the
 # sample (blood fractions only); S100 alarmins and MHC-II change within monocytes (every material).

@@ -8,6 +8,7 @@ project's own functions, so the figures see the workflow's file layouts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import anndata as ad
@@ -20,15 +21,17 @@ from planted_de import de_table_around_truth
 
 from il6axis.acquire.demo import DemoSpec, simulate
 from il6axis.analysis.expression import normalised_counts, panel_expression, size_factors
+from il6axis.analysis.qc import CohortQcOutputs, write_cohort_qc
 from il6axis.analysis.scores import mean_z_scores, score_model
 from il6axis.figures import cohort as fc
-from il6axis.figures import de as plots
+from il6axis.figures import common
+from il6axis.figures.registry import COHORT_FIGURES, COHORT_INPUTS, input_names
 from il6axis.figures.style import save
 
 
 @pytest.fixture(scope="module")
 def cohort_files(project_root, tmp_path_factory):
-    """Every input of write_cohort_figures, written in the workflow's layouts."""
+    """Every input of write_cohort_figures (name -> path), written in the workflow's layouts."""
     out = tmp_path_factory.mktemp("cohort_inputs")
     panel = pd.read_csv(project_root / "resources/genesets/il6_core.tsv", sep="\t")
     markers_path = project_root / "resources/genesets/severity_sanity_markers.tsv"
@@ -86,21 +89,44 @@ def cohort_files(project_root, tmp_path_factory):
     long["severity"] = sub.obs.loc[long["sample_id"], "severity"].astype(str).to_numpy()
     long.assign(method="mean_z").to_csv(out / "pathway_scores.tsv", sep="\t", index=False)
 
-    return fc.CohortFigureInputs(
-        cohort=out / "cohort.h5ad",
-        expression=out / "expression.h5ad",
-        markers=markers_path,
-        de_results=out / "severe_vs_mild.tsv",
-        panel_de=out / "il6_panel.tsv",
-        panel_expression=out / "panel_expression.tsv",
-        summary=out / "summary.json",
-        scores=out / "pathway_scores.tsv",
-        score_models=out / "score_models.tsv",
+    qc = CohortQcOutputs(
+        library_sizes=out / "library_sizes.tsv",
+        sex_check=out / "sex_check.tsv",
+        sex_check_summary=out / "sex_check.json",
+        pca=out / "pca.tsv",
+        pca_variance=out / "pca_variance.tsv",
     )
+    write_cohort_qc(out / "cohort.h5ad", out / "expression.h5ad", markers_path, qc)
+    return {
+        "summary": out / "summary.json",
+        **dataclasses.asdict(qc),
+        "de_results": out / "severe_vs_mild.tsv",
+        "panel_de": out / "il6_panel.tsv",
+        "expression": out / "expression.h5ad",
+        "panel_expression": out / "panel_expression.tsv",
+        "scores": out / "pathway_scores.tsv",
+        "score_models": out / "score_models.tsv",
+    }
 
 
 def _outputs(directory) -> dict[str, list]:
-    return {name: [directory / f"{name}.png", directory / f"{name}.svg"] for name in fc.COHORT_FIGURES}
+    return {f.name: [directory / f"{f.name}.png", directory / f"{f.name}.svg"] for f in COHORT_FIGURES}
+
+
+def test_registry_lists_each_input_and_builder_once(cohort_files):
+    """The registry's inputs are exactly what the fixture (the rule's layout) provides, and every listed
+    figure has a builder: a figure added to the registry without one fails here, not in a run."""
+    assert set(input_names(COHORT_FIGURES)) == set(COHORT_INPUTS) == set(cohort_files)
+    assert [f.name for f in COHORT_FIGURES] == list(fc.BUILDERS)
+    assert len({f.stem for f in COHORT_FIGURES}) == len(COHORT_FIGURES)
+
+
+def test_a_figure_reading_an_undeclared_input_fails(cohort_files, tmp_path):
+    """Each builder sees only the inputs its registry entry lists, so the registry cannot go stale."""
+    volcano = next(f for f in COHORT_FIGURES if f.name == "volcano")
+    short = dataclasses.replace(volcano, inputs=("summary",))
+    with pytest.raises(KeyError, match="does not list"):
+        fc.write_cohort_figures(cohort_files, {"volcano": [tmp_path / "v.png"]}, 0.05, figures=(short,))
 
 
 def test_every_figure_written_with_each_anndata_read_once(cohort_files, tmp_path, monkeypatch):
@@ -110,8 +136,8 @@ def test_every_figure_written_with_each_anndata_read_once(cohort_files, tmp_path
         fc.ad, "read_h5ad", lambda path, *a, **k: reads.append(path) or real_read(path, *a, **k)
     )
     seconds = fc.write_cohort_figures(cohort_files, _outputs(tmp_path), alpha=0.05)
-    assert sorted(reads) == sorted([cohort_files.cohort, cohort_files.expression])
-    assert set(seconds) == set(fc.COHORT_FIGURES)
+    assert reads == [cohort_files["expression"]]  # the QC figures read their tables, not the cohort
+    assert list(seconds) == [f.name for f in COHORT_FIGURES]
     for png, svg in _outputs(tmp_path).values():
         with Image.open(png) as img:
             assert img.width > 400 and img.height > 300, (png, img.size)
@@ -138,8 +164,8 @@ def test_box_lines_match_matplotlib_boxplot(seed):
     rng = np.random.default_rng(seed)
     values = np.concatenate([rng.lognormal(5, 0.4, 15), [rng.lognormal(5, 0.4) * 8]])  # one far outlier
     fig, ax = plt.subplots()
-    drawn = ax.boxplot(values, positions=[1.0], widths=fc.BOX_WIDTH, showfliers=False)
-    frame_x, frame_y, median_x, median_y = fc.box_lines(values, 1.0)
+    drawn = ax.boxplot(values, positions=[1.0], widths=common.BOX_WIDTH, showfliers=False)
+    frame_x, frame_y, median_x, median_y = common.box_lines(values, 1.0)
     box = drawn["boxes"][0].get_xydata()
     np.testing.assert_allclose(np.column_stack([frame_x[:5], frame_y[:5]]), box)
     segments = np.column_stack([frame_x, frame_y])
@@ -165,7 +191,7 @@ def test_box_lines_match_matplotlib_boxplot(seed):
     ],
 )
 def test_log_ticks_cover_the_panel(low, high):
-    ticks = fc.log_axis_ticks(low, high)
+    ticks = common.log_axis_ticks(low, high)
     assert 3 <= len(ticks) <= 6 and all(low <= t <= high for t in ticks)
     # Labelled ticks span most of the panel (log scale): no half-panel without a number.
     coverage = np.log(max(ticks) / min(ticks)) / np.log(high / low)
@@ -177,7 +203,7 @@ def test_one_layout_pass_gives_the_tight_crop_and_identical_reruns(tmp_path):
         fig, axes = plt.subplots(2, 3, figsize=(8, 5), dpi=150)
         for i, ax in enumerate(axes.flat):
             ax.plot([0, 1], [0, i])
-            ax.set_title(f"panel {i}\nsecond line", y=fc.TITLE_Y)
+            ax.set_title(f"panel {i}\nsecond line", y=common.TITLE_Y)
             ax.set_ylabel("a long y axis label (units)")
         fig.suptitle("a suptitle that sticks out well beyond the axes on both sides of the figure")
         fig.tight_layout()
@@ -197,8 +223,8 @@ def test_label_repulsion_is_repeatable_and_separates_labels():
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        texts = [plots.halo_text(ax, 0.5, 0.5, f"GENE{i}") for i in range(12)]  # all on one spot
-        plots.repel_labels(texts, ax)
+        texts = [common.halo_text(ax, 0.5, 0.5, f"GENE{i}") for i in range(12)]  # all on one spot
+        common.repel_labels(texts, ax)
         out = [t.get_position() for t in texts]
         plt.close(fig)
         return out
@@ -212,7 +238,7 @@ def test_box_strip_returns_where_each_point_was_drawn():
     values = pd.Series([5.0, 1.0, np.nan, 7.0, 3.0, 9.0], index=[f"S{i}" for i in range(6)])
     groups = pd.Series(["severe", "mild", "mild", "excluded", "mild", "severe"], index=values.index)
     fig, ax = plt.subplots()
-    x = fc.box_strip(ax, values, groups, ["mild", "severe"])
+    x = common.box_strip(ax, values, groups, ["mild", "severe"])
     assert x.index.equals(values.index)
     assert x[["S2", "S3"]].isna().all()  # not finite / group not shown: no point
     offsets = pd.DataFrame(ax.collections[0].get_offsets(), columns=["x", "y"])

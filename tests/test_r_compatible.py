@@ -24,9 +24,10 @@ from pydeseq2.utils import lowess as pydeseq2_lowess
 from scipy import special
 from statsmodels.stats.multitest import multipletests
 
-from il6axis.de import nb as de
-from il6axis.de import r_compatible
+from il6axis.de import contract, nb, r_compatible
+from il6axis.de.contract import benjamini_hochberg
 from il6axis.de.fast_inference import FastInference
+from il6axis.de.nb_engines import single_two_level_factor
 
 FIXTURES = PROJECT_ROOT / "tests" / "fixtures" / "deseq2_r"
 CASES = {"sex_severity": ["sex"], "severity_refit": []}
@@ -49,13 +50,13 @@ def case(request):
     adata, r_table, info = _case(name)
     covariates = CASES[name]
     runs = {
-        engine: de.run_deseq2(adata, covariates, de.DeSettings(lfc_shrink=False, engine=engine))
-        for engine in de.ENGINES
+        engine: nb.run_deseq2(adata, covariates, contract.DeSettings(lfc_shrink=False, engine=engine))
+        for engine in contract.ENGINES
     }
     return name, adata, covariates, r_table, info, runs
 
 
-def _aligned(result: de.DeResult, r_table: pd.DataFrame) -> pd.DataFrame:
+def _aligned(result: contract.DeResult, r_table: pd.DataFrame) -> pd.DataFrame:
     table = result.table.set_index("gene")
     assert set(r_table.index) <= set(table.index)
     return table.loc[r_table.index]
@@ -92,14 +93,14 @@ def test_r_compatible_dispersions_equal_r(name):
     """Gene-wise, trend, MAP and final dispersions, outlier flags and Cook's replacement, step by step."""
     adata, r_table, info = _case(name)
     covariates = CASES[name]
-    meta = de.contrast_design_frame(adata.obs, covariates)
+    meta = contract.contrast_design_frame(adata.obs, covariates)
     keep = np.isin(adata.var_names, r_table.index)
-    settings = de.DeSettings(engine="r_compatible")
-    dds = de._dataset(
+    settings = contract.DeSettings(engine="r_compatible")
+    dds = nb._dataset(
         np.asarray(adata.X), keep, adata.obs_names, pd.Index(adata.var_names), meta,
-        de.design_formula(covariates), settings, FastInference(n_cpus=1),
+        contract.design_formula(covariates), settings, FastInference(n_cpus=1),
     )  # fmt: skip
-    de._fit_dataset(dds)
+    nb._fit_dataset(dds)
     var = dds.var.loc[r_table.index]
     np.testing.assert_allclose(dds.obs["size_factors"], info["size_factors"], rtol=1e-9)
     np.testing.assert_allclose(dds.uns["trend_coeffs"], info["disp_trend_coefficients"], rtol=1e-6)
@@ -130,7 +131,7 @@ def test_cooks_filter_follows_r_and_flags_say_one_thing_each(case):
         assert dropped.sum() >= 2
         assert (table.loc[OUTLIER_GENES, "cooks_outlier"] == dropped).all()
     cooks = table["cooks_outlier"]
-    assert (table.loc[cooks, "not_tested_reason"] == de.REASON_COOKS).all()
+    assert (table.loc[cooks, "not_tested_reason"] == contract.REASON_COOKS).all()
     assert table.loc[cooks, "log2FoldChange"].notna().all() and not table.loc[cooks, "tested"].any()
     # tested <=> a Wald p-value; the reason is empty exactly for tested genes
     assert (table["tested"] == table["pvalue"].notna()).all()
@@ -141,7 +142,7 @@ def test_cooks_filter_follows_r_and_flags_say_one_thing_each(case):
     threshold = runs["r_compatible"].filter_threshold
     assert (table.loc[filtered, "baseMean"] < threshold).all()
     assert (table.loc[table["tested"] & ~filtered, "baseMean"] >= threshold).all()
-    below = table["not_tested_reason"] == de.REASON_EXPRESSION
+    below = table["not_tested_reason"] == contract.REASON_EXPRESSION
     assert below.any() and table.loc[below, "log2FoldChange"].isna().all()
     assert runs["r_compatible"].n_tested == int(table["tested"].sum())
 
@@ -150,16 +151,16 @@ def test_pydeseq2_engine_is_stock_pydeseq2():
     """de.engine pydeseq2 gives exactly what stock pydeseq2 0.5.4 gives (its own DeseqDataSet,
     deseq2(), DeseqStats and per-gene DefaultInference), Cook's replacement and refit included."""
     adata, r_table, _ = _case("severity_refit")
-    ours = de.run_deseq2(adata, [], de.DeSettings(lfc_shrink=False, engine="pydeseq2")).table
+    ours = nb.run_deseq2(adata, [], contract.DeSettings(lfc_shrink=False, engine="pydeseq2")).table
     ours = ours.set_index("gene").loc[r_table.index]
     counts = pd.DataFrame(np.asarray(adata.X), index=adata.obs_names, columns=adata.var_names)[r_table.index]
-    meta = de.contrast_design_frame(adata.obs, [])
+    meta = contract.contrast_design_frame(adata.obs, [])
     dds = DeseqDataSet(
         counts=counts, metadata=meta, design="~ severity", inference=DefaultInference(n_cpus=1), quiet=True
     )
     dds.deseq2()
     assert dds.var["refitted"].any()
-    ds = DeseqStats(dds, contrast=de.CONTRAST, inference=DefaultInference(n_cpus=1), quiet=True)
+    ds = DeseqStats(dds, contrast=contract.CONTRAST, inference=DefaultInference(n_cpus=1), quiet=True)
     ds.summary()
     stock = ds.results_df
     for column in ["baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj"]:
@@ -170,9 +171,9 @@ def test_cooks_exception_only_for_one_two_level_factor():
     """R keeps a Cook's-flagged p-value when 3+ samples count higher only for designs like ~ severity."""
     obs = pd.DataFrame({"severity": ["mild", "severe"] * 3, "sex": ["f", "m", "m", "f", "m", "m"],
                         "age": [30.0, 41, 52, 63, 74, 85]})  # fmt: skip
-    assert de._single_two_level_factor("~ severity", obs)
-    assert not de._single_two_level_factor("~ sex + severity", obs)
-    assert not de._single_two_level_factor("~ age", obs)
+    assert single_two_level_factor("~ severity", obs)
+    assert not single_two_level_factor("~ sex + severity", obs)
+    assert not single_two_level_factor("~ age", obs)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -245,12 +246,30 @@ def test_gradient_is_the_derivative_of_the_log_posterior():
     np.testing.assert_allclose(post.gradient(rows, a), numeric, rtol=1e-5, atol=1e-5)
 
 
+def _r_p_adjust_bh(p: np.ndarray) -> np.ndarray:
+    """R's ``p.adjust(p, "BH")`` transcribed: ``pmin(1, cummin(n / i * p[o]))[ro]``, o decreasing."""
+    n = len(p)
+    order = np.argsort(p)[::-1]
+    adjusted = np.empty(n)
+    adjusted[order] = np.minimum(np.minimum.accumulate(n / np.arange(n, 0, -1) * p[order]), 1.0)
+    return adjusted
+
+
 def test_benjamini_hochberg_is_r_p_adjust():
+    """The shared BH (SciPy's false_discovery_control) is R's arithmetic to the last bit, ties included,
+    and reproduces R DESeq2's padj from R's own p-values (the fixtures carry 10 digits)."""
     rng = np.random.default_rng(1)
     p = np.concatenate([rng.uniform(size=80), rng.uniform(0, 1e-3, 15), [np.nan] * 5])
-    ours = r_compatible.benjamini_hochberg(p)
+    ours = benjamini_hochberg(p)
     np.testing.assert_allclose(ours[:95], multipletests(p[:95], method="fdr_bh")[1], rtol=1e-12)
     assert np.isnan(ours[95:]).all()
+    for p in (rng.uniform(size=5000) ** 4, np.round(rng.uniform(size=3000), 3)):  # the second with ties
+        np.testing.assert_array_equal(benjamini_hochberg(p), _r_p_adjust_bh(p))
+    for name in CASES:
+        r_table = _case(name)[1]
+        adjusted = r_table["padj"].notna()  # the genes R's independent filtering kept
+        ours = benjamini_hochberg(r_table.loc[adjusted, "pvalue"])
+        np.testing.assert_allclose(ours, r_table.loc[adjusted, "padj"], rtol=1e-9)
 
 
 def test_prior_variance_floor_and_small_df():

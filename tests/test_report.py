@@ -19,6 +19,9 @@ import pytest
 from PIL import Image
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
+from il6axis.errors import InputError
+from il6axis.report.summary import SUMMARY_JSON, ReportSettings, json_by_cohort, tables_by_cohort
+
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,3 +166,32 @@ def test_report_renders_in_headless_chromium(report_run, chromium, tmp_path):
     assert all(s.startswith("data:") for s in frames)
     # The figure view differs from the front page (the image replaced the description and rule graph).
     assert front.shape != figure.shape or np.abs(front - figure).mean() > 5
+
+
+def test_report_inputs_name_the_bad_file_and_the_rule_that_rewrites_it(tmp_path):
+    good, cut, listed = tmp_path / "A.json", tmp_path / "B.json", tmp_path / "C.json"
+    good.write_text('{"tissue": "pbmc"}')
+    cut.write_text('{"tissue": ')  # a truncated write
+    listed.write_text("[1, 2]")
+    assert json_by_cohort(["A"], [good], *SUMMARY_JSON) == {"A": {"tissue": "pbmc"}}
+    with pytest.raises(
+        InputError, match=r"B\.json: DE summary \(summary\.json\) is not valid JSON.*rule deseq2"
+    ):
+        json_by_cohort(["A", "B"], [good, cut], *SUMMARY_JSON)
+    with pytest.raises(InputError, match=r"C\.json: .* must hold a JSON object, found list"):
+        json_by_cohort(["C"], [listed], *SUMMARY_JSON)
+    with pytest.raises(InputError, match=r"missing\.json: .* not found; rerun rule deseq2"):
+        json_by_cohort(["D"], [tmp_path / "missing.json"], *SUMMARY_JSON)
+    with pytest.raises(InputError, match="1 panel files for 2 cohorts; give one per cohort"):
+        tables_by_cohort(["A", "B"], [good], "panel")
+    assert tables_by_cohort(["A", "B"], [], "panel") is None
+
+
+def test_report_settings_from_the_rule_params():
+    class Params:  # the attributes rule report_summary declares
+        cohorts = ["GSE1", "demo"]
+        alpha = 0.1
+        config = {"meta": {"alpha": 0.1}}
+
+    settings = ReportSettings.from_params(Params)
+    assert settings == ReportSettings(("GSE1", "demo"), 0.1, {"meta": {"alpha": 0.1}})

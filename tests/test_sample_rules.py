@@ -24,7 +24,8 @@ from docutils.core import publish_parts
 from geo_replicas import GSE161731_EXTRA_COLUMNS
 from snakemake.utils import validate
 
-from il6axis.acquire.count_tables import (
+from il6axis.acquire.geo_metadata import read_sample_sheet, read_series_matrix
+from il6axis.acquire.sample_matching import (
     COLUMN_WITHOUT_METADATA,
     DEFAULT_MAX_UNMATCHED,
     ROW_WITHOUT_COLUMN,
@@ -32,7 +33,6 @@ from il6axis.acquire.count_tables import (
     make_names,
     match_samples,
 )
-from il6axis.acquire.geo_metadata import read_sample_sheet, read_series_matrix
 from il6axis.cohort.build import build_cohort, write_cohort
 from il6axis.cohort.samples import (
     DEFAULT_CONFLICT,
@@ -41,7 +41,7 @@ from il6axis.cohort.samples import (
     build_contrast,
 )
 from il6axis.errors import InputError
-from il6axis.report.summary import headlines_rst
+from il6axis.report.headlines import headlines_rst
 
 SCHEMA = str(PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml")
 EXTRA_COLUMNS = GSE161731_EXTRA_COLUMNS

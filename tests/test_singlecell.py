@@ -14,9 +14,17 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from il6axis.cohort.samples import define_contrast
-from il6axis.de.nb import DeSettings, run_deseq2
+from il6axis.de.contract import DeSettings
+from il6axis.de.nb import run_deseq2
 from il6axis.errors import InputError
-from il6axis.singlecell import analysis as scell
+from il6axis.singlecell.analysis import analyse_celltypes, pathway_scores, pathway_table
+from il6axis.singlecell.build import build_pseudobulk, write_pseudobulk
+from il6axis.singlecell.donors import donor_level_fields, donor_table, read_donor_sheet
+from il6axis.singlecell.h5 import read_obs
+from il6axis.singlecell.pseudobulk import ALL_CELLS, celltype_adata, pseudobulk, pseudobulk_filter
+from il6axis.singlecell.qc import qc_mask, qc_metrics_backed
+from il6axis.singlecell.settings import SingleCellSettings
+from il6axis.singlecell.subsample import panel_subsample
 
 SET_A = [f"MONOUP{i}" for i in range(1, 9)]  # up 2x in severe, monocytes only
 SET_B = [f"TUP{i}" for i in range(1, 5)]  # up 2.5x in severe, T cells only
@@ -132,14 +140,14 @@ def _dense_groupby(sim: SimCohort, keep: np.ndarray) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def qc(files):
-    metrics = scell.qc_metrics_backed(files["csr"], chunk_size=700)
-    keep, summary = scell.qc_mask(metrics, **QC)
+    metrics = qc_metrics_backed(files["csr"], chunk_size=700)
+    keep, summary = qc_mask(metrics, **QC)
     return metrics, keep, summary
 
 
 @pytest.fixture(scope="module")
 def pb(files, qc):
-    return scell.pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=500)
+    return pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=500)
 
 
 def test_qc_metrics_match_scanpy_on_the_whole_matrix_and_flag_planted_cells(sim, files, qc):
@@ -165,7 +173,7 @@ def test_qc_metrics_match_scanpy_on_the_whole_matrix_and_flag_planted_cells(sim,
 
 def test_csc_and_dense_files_give_the_same_qc_metrics(files, qc):
     for fmt in ("csc", "dense"):
-        other = scell.qc_metrics_backed(files[fmt], chunk_size=300, max_nnz=20_000)
+        other = qc_metrics_backed(files[fmt], chunk_size=300, max_nnz=20_000)
         pd.testing.assert_frame_equal(other, qc[0], check_dtype=False)
 
 
@@ -185,32 +193,32 @@ def test_pseudobulk_equals_dense_groupby_sum_exactly(sim, qc, pb):
 
 def test_chunking_and_storage_layout_do_not_change_the_sums(files, qc, pb):
     counts, meta = pb
-    whole, whole_meta = scell.pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=10**7)
-    tiny, _ = scell.pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=10**7, max_nnz=3_000)
+    whole, whole_meta = pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=10**7)
+    tiny, _ = pseudobulk(files["csr"], ("donor", "cell_type"), qc[1], chunk_size=10**7, max_nnz=3_000)
     pd.testing.assert_frame_equal(whole, counts)
     pd.testing.assert_frame_equal(whole_meta, meta)
     pd.testing.assert_frame_equal(tiny, counts)
     for fmt in ("csc", "dense"):
-        other, _ = scell.pseudobulk(files[fmt], ("donor", "cell_type"), qc[1], chunk_size=333, max_nnz=50_000)
+        other, _ = pseudobulk(files[fmt], ("donor", "cell_type"), qc[1], chunk_size=333, max_nnz=50_000)
         pd.testing.assert_frame_equal(other, counts)
 
 
 def test_counts_layer_is_read_and_normalised_x_is_refused(files, qc, pb):
-    from_layer, _ = scell.pseudobulk(files["layer"], ("donor", "cell_type"), qc[1], layer="counts")
+    from_layer, _ = pseudobulk(files["layer"], ("donor", "cell_type"), qc[1], layer="counts")
     pd.testing.assert_frame_equal(from_layer, pb[0])
-    layer_qc = scell.qc_metrics_backed(files["layer"], layer="counts")
+    layer_qc = qc_metrics_backed(files["layer"], layer="counts")
     pd.testing.assert_frame_equal(layer_qc, qc[0])
     with pytest.raises(InputError, match=r"layer\.h5ad \(X\).*not a non-negative integer.*\['counts'\]"):
-        scell.pseudobulk(files["layer"], ("donor", "cell_type"), qc[1])
+        pseudobulk(files["layer"], ("donor", "cell_type"), qc[1])
     with pytest.raises(InputError, match="layer 'raw' not found"):
-        scell.qc_metrics_backed(files["layer"], layer="raw")
+        qc_metrics_backed(files["layer"], layer="raw")
     with pytest.raises(InputError, match="obs has no column 'celltype'"):
-        scell.pseudobulk(files["csr"], ("donor", "celltype"))
+        pseudobulk(files["csr"], ("donor", "celltype"))
 
 
 def test_without_cell_types_one_all_cells_group_per_donor(sim, files):
-    counts, meta = scell.pseudobulk(files["csr"], ("donor", None))
-    assert set(meta["cell_type"]) == {scell.ALL_CELLS}
+    counts, meta = pseudobulk(files["csr"], ("donor", None))
+    assert set(meta["cell_type"]) == {ALL_CELLS}
     assert sorted(meta["donor"]) == sorted(sim.obs["donor"].astype(str).unique())
     per_donor = (
         pd.DataFrame(sim.counts.astype(np.int64), columns=sim.genes)
@@ -224,7 +232,7 @@ def test_without_cell_types_one_all_cells_group_per_donor(sim, files):
 
 @pytest.fixture(scope="module")
 def donor_obs(sim):
-    table = scell.donor_table(sim.obs, "donor", scell.donor_level_fields(SPEC), source="sim")
+    table = donor_table(sim.obs, "donor", donor_level_fields(SPEC), source="sim")
     return define_contrast(table, SPEC, "sim")
 
 
@@ -236,24 +244,24 @@ def test_donor_table_is_one_row_per_donor_and_refuses_conflicting_severity(sim, 
     broken["condition"] = broken["condition"].astype(str)
     broken.iloc[0, broken.columns.get_loc("condition")] = "Mild"  # a Severe donor's cell says Mild
     with pytest.raises(InputError, match="'condition' takes several values within a donor.*S1"):
-        scell.donor_table(broken, "donor", scell.donor_level_fields(SPEC), source="sim")
+        donor_table(broken, "donor", donor_level_fields(SPEC), source="sim")
 
 
 def test_donor_sheet_adds_columns_and_must_agree_with_obs(sim):
     donors = sorted(sim.obs["donor"].astype(str).unique())
     sheet = pd.DataFrame({"age": np.arange(len(donors)) + 40}, index=donors)
-    table = scell.donor_table(sim.obs, "donor", sheet=sheet, source="sim")
+    table = donor_table(sim.obs, "donor", sheet=sheet, source="sim")
     assert table.loc["S3", "age"] == 40 + donors.index("S3") and table.loc["S3", "condition"] == "Severe"
     sheet["sex"] = "female"  # obs says some donors are male
     with pytest.raises(InputError, match="column 'sex' differs between obs"):
-        scell.donor_table(sim.obs, "donor", sheet=sheet, source="sim")
+        donor_table(sim.obs, "donor", sheet=sheet, source="sim")
     with pytest.raises(InputError, match=r"donors \['S1'\] are not rows of the donor sheet"):
-        scell.donor_table(sim.obs, "donor", sheet=sheet.drop(index="S1"), source="sim")
+        donor_table(sim.obs, "donor", sheet=sheet.drop(index="S1"), source="sim")
 
 
 def test_filter_skips_thin_samples_and_cell_types_with_too_few_donors(pb, donor_obs):
     _, meta = pb
-    kept, skipped = scell.pseudobulk_filter(meta, 10, 3, donor_obs["severity"])
+    kept, skipped = pseudobulk_filter(meta, 10, 3, donor_obs["severity"])
     assert "S1|B cell" not in kept.index and "S1|pDC" not in kept.index
     assert set(kept["cell_type"]) == set(CELL_TYPES)
     reasons = {(r.cell_type, r.donor): r.reason for r in skipped.itertuples()}
@@ -261,7 +269,7 @@ def test_filter_skips_thin_samples_and_cell_types_with_too_few_donors(pb, donor_
     assert reasons[("pDC", "")].startswith("donors with >= 10 cells: severe 1, mild 0")
     assert len(skipped) == 2
     # Raising min_donors above what B cells have (5 severe after dropping S1) drops the whole cell type.
-    kept6, skipped6 = scell.pseudobulk_filter(meta, 10, 6, donor_obs["severity"])
+    kept6, skipped6 = pseudobulk_filter(meta, 10, 6, donor_obs["severity"])
     assert set(kept6["cell_type"]) == {"monocyte", "T cell"}
     assert (
         "severe 5, mild 6; need >= 6 per group"
@@ -272,10 +280,10 @@ def test_filter_skips_thin_samples_and_cell_types_with_too_few_donors(pb, donor_
 @pytest.fixture(scope="module")
 def de_tables(pb, donor_obs):
     counts, meta = pb
-    kept, _ = scell.pseudobulk_filter(meta, 10, 2, donor_obs["severity"])
+    kept, _ = pseudobulk_filter(meta, 10, 2, donor_obs["severity"])
     out = {}
     for ct in ("monocyte", "T cell"):
-        adata = scell.celltype_adata(counts, kept, donor_obs, ct, cohort="sim", covariates=["sex"])
+        adata = celltype_adata(counts, kept, donor_obs, ct, cohort="sim", covariates=["sex"])
         out[ct] = (adata, run_deseq2(adata, ["sex"], FAST_DE).table.set_index("gene"))
     return out
 
@@ -308,8 +316,8 @@ def test_pathway_scores_see_the_planted_set_in_its_cell_type_only(de_tables):
     sets = {"set_a": SET_A, "set_b": SET_B, "too_small": ["MONOUP1", "NOT_A_GENE"]}
     results = {}
     for ct, (adata, _) in de_tables.items():
-        scores = scell.pathway_scores(adata, sets)
-        results[ct] = scell.pathway_table(adata, scores, ["sex"]).set_index("gene_set")
+        scores = pathway_scores(adata, sets)
+        results[ct] = pathway_table(adata, scores, ["sex"]).set_index("gene_set")
     assert (
         results["monocyte"].loc["set_a", "effect"] > 1 and results["monocyte"].loc["set_a", "pvalue"] < 1e-3
     )
@@ -324,9 +332,9 @@ def test_panel_subsample_is_seeded_and_normalised_like_scanpy(sim, files, qc, do
     metrics, keep, _ = qc
     genes = ["MONOUP1", "TUP1", "GENE001", "ABSENT"]
     args = (files["csr"], genes, ("donor", "cell_type"), keep, donor_obs["severity"], metrics["total_counts"])
-    cells = scell.panel_subsample(*args, n_max=400, seed=3, chunk_size=250)
-    again = scell.panel_subsample(*args, n_max=400, seed=3)
-    from_csc = scell.panel_subsample(files["csc"], *args[1:], n_max=400, seed=3)
+    cells = panel_subsample(*args, n_max=400, seed=3, chunk_size=250)
+    again = panel_subsample(*args, n_max=400, seed=3)
+    from_csc = panel_subsample(files["csc"], *args[1:], n_max=400, seed=3)
     assert cells.n_obs == 400 and list(cells.var_names) == genes[:3]
     assert keep[cells.obs_names].all()
     np.testing.assert_array_equal(cells.X, again.X)
@@ -340,14 +348,14 @@ def test_panel_subsample_is_seeded_and_normalised_like_scanpy(sim, files, qc, do
 def test_cohort_driver_writes_tables_and_figures(tmp_path):
     # Fewer genes than the other tests: pydeseq2 time grows with genes and this test fits three cell types.
     small = _write(simulate_cells(seed=8, n_other_genes=50), tmp_path / "small.h5ad")
-    settings = scell.SingleCellSettings.from_config(
+    settings = SingleCellSettings.from_config(
         {"donor_key": "donor", "celltype_key": "cell_type", "qc": QC, "min_cells": 10, "chunk_size": 900}
     )
-    result = scell.build_pseudobulk("sim", SPEC, small, settings, plot_genes=SET_A + SET_B)
-    slugs = scell.write_pseudobulk(result, tmp_path)
+    result = build_pseudobulk("sim", SPEC, small, settings, plot_genes=SET_A + SET_B)
+    slugs = write_pseudobulk(result, tmp_path)
     assert slugs == {"B cell": "B_cell", "T cell": "T_cell", "monocyte": "monocyte"}
     panel = pd.DataFrame({"symbol": SET_A + SET_B, "tier": "core", "role": "planted"})
-    overview = scell.analyse_celltypes("sim", tmp_path, panel, {"set_a": SET_A, "set_b": SET_B}, PLUMBING_DE)
+    overview = analyse_celltypes("sim", tmp_path, panel, {"set_a": SET_A, "set_b": SET_B}, PLUMBING_DE)
     assert overview["n_severe"].tolist() == [5, 6, 6]  # S1 has 5 B cells
     panel_table = pd.read_csv(tmp_path / "de" / "monocyte" / "il6_panel.tsv", sep="\t").set_index("symbol")
     assert (panel_table.loc[SET_A, "padj_panel"] < 0.05).all()
@@ -358,7 +366,7 @@ def test_cohort_driver_writes_tables_and_figures(tmp_path):
     skipped = pd.read_csv(tmp_path / "skipped_groups.tsv", sep="\t")
     assert set(skipped["cell_type"]) == {"B cell", "pDC"}
     with pytest.raises(InputError, match="unknown key"):
-        scell.SingleCellSettings.from_config({"donor_key": "donor", "min_cell": 3})
+        SingleCellSettings.from_config({"donor_key": "donor", "min_cell": 3})
 
 
 COMBAT_SPEC = {
@@ -374,30 +382,30 @@ def _combat(shared_data: Path) -> Path:
 
 def test_combat_subset_qc_pseudobulk_and_deseq2(shared_data):
     path = _combat(shared_data)
-    metrics = scell.qc_metrics_backed(path, chunk_size=1000)
+    metrics = qc_metrics_backed(path, chunk_size=1000)
     assert len(metrics) == 4591
     # Column sums of X equal Seurat's nCount_RNA (PROVENANCE.md): the streamed totals must reproduce them.
-    obs = scell.read_obs(path)
+    obs = read_obs(path)
     np.testing.assert_array_equal(metrics["total_counts"].to_numpy(), obs["nCount_RNA"].to_numpy())
     np.testing.assert_array_equal(metrics["n_genes_by_counts"].to_numpy(), obs["nFeature_RNA"].to_numpy())
-    keep, summary = scell.qc_mask(metrics, min_counts=500, min_genes=200, max_pct_mt=20)
+    keep, summary = qc_mask(metrics, min_counts=500, min_genes=200, max_pct_mt=20)
     assert 0 < summary.set_index("reason").loc["removed (any reason)", "n_cells"] < 0.2 * len(metrics)
-    counts, meta = scell.pseudobulk(path, ("sample", None), keep, chunk_size=1500)
+    counts, meta = pseudobulk(path, ("sample", None), keep, chunk_size=1500)
     assert set(meta["cell_type"]) == {"all_cells"} and len(meta) == 6
     assert int(counts.to_numpy().sum()) == int(metrics.loc[keep, "total_counts"].sum())
     # The upstream sample sheet joins on the donor and agrees with obs (Code == code, Condition == condition).
-    sheet = scell.read_donor_sheet(path.parent / "COMBAT_scDAPP_sample_metadata.csv.gz", "Sample")
+    sheet = read_donor_sheet(path.parent / "COMBAT_scDAPP_sample_metadata.csv.gz", "Sample")
     sheet = sheet.rename(columns={"Code": "code"})
-    table = scell.donor_table(obs, "sample", scell.donor_level_fields(COMBAT_SPEC), sheet, source="COMBAT")
+    table = donor_table(obs, "sample", donor_level_fields(COMBAT_SPEC), sheet, source="COMBAT")
     assert (table["Condition"] == table["condition"]).all()
     donors = define_contrast(table, COMBAT_SPEC, "COMBAT")
     assert donors["severity"].astype(str).to_dict() == {
         "H00049": "excluded", "H00053": "excluded", "S00006": "mild", "S00016": "mild",
         "S00040": "severe", "S00043": "severe",
     }  # fmt: skip
-    kept, skipped = scell.pseudobulk_filter(meta, 10, 2, donors["severity"])
+    kept, skipped = pseudobulk_filter(meta, 10, 2, donors["severity"])
     assert skipped.empty
-    adata = scell.celltype_adata(counts, kept, donors, "all_cells", cohort="COMBAT")
+    adata = celltype_adata(counts, kept, donors, "all_cells", cohort="COMBAT")
     assert adata.uns["power_note"].startswith("2 severe vs 2 mild donors: underpowered")
     assert adata.X.dtype == np.int64 and adata.n_vars == 25456
     # pydeseq2 on all 25k genes takes minutes here (the e2e test does it); 250 well-expressed genes plus
@@ -412,14 +420,12 @@ def test_combat_subset_qc_pseudobulk_and_deseq2(shared_data):
 
 @pytest.mark.e2e
 def test_combat_subset_runs_end_to_end_through_the_driver(shared_data, tmp_path, project_root):
-    settings = scell.SingleCellSettings(donor_key="sample", celltype_key=None, chunk_size=1000)
+    settings = SingleCellSettings(donor_key="sample", celltype_key=None, chunk_size=1000)
     panel = pd.read_csv(project_root / "resources" / "genesets" / "il6_core.tsv", sep="\t")
-    result = scell.build_pseudobulk(
-        "COMBAT", COMBAT_SPEC, _combat(shared_data), settings, list(panel["symbol"])
-    )
-    scell.write_pseudobulk(result, tmp_path)
+    result = build_pseudobulk("COMBAT", COMBAT_SPEC, _combat(shared_data), settings, list(panel["symbol"]))
+    write_pseudobulk(result, tmp_path)
     sets = {tier: list(rows["symbol"]) for tier, rows in panel.groupby("tier")}
-    overview = scell.analyse_celltypes("COMBAT", tmp_path, panel, sets, FAST_DE)
+    overview = analyse_celltypes("COMBAT", tmp_path, panel, sets, FAST_DE)
     assert overview["power_note"].tolist() == [
         "2 severe vs 2 mild donors: underpowered; results exercise the code and support no inference"
     ]

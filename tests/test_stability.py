@@ -12,13 +12,15 @@ import pytest
 from pydeseq2 import utils as pydeseq2_utils
 from scipy import stats
 
-from il6axis.analysis.meta import run_meta
+from il6axis.analysis.meta.run import run_meta
 from il6axis.cohort.samples import to_anndata
 from il6axis.de import stability as st
+from il6axis.de.contract import DeSettings, LinearRefitInputs, StabilitySettings, benjamini_hochberg
 from il6axis.de.linear import fit_linear_models, run_log_linear
-from il6axis.de.nb import DeSettings, benjamini_hochberg, run_and_write, run_deseq2, settings_from_params
+from il6axis.de.nb import run_deseq2
+from il6axis.de.outputs import run_and_write
 from il6axis.errors import InputError
-from il6axis.report.summary import headlines_rst
+from il6axis.report.headlines import headlines_rst
 
 PLANTED = ("ROBUSTG", "FRAGILEG")
 
@@ -76,7 +78,7 @@ def planted_cohort(
 
 def _panel_table(result, genes=PLANTED) -> pd.DataFrame:
     refits = st.leave_one_out(result.refit_inputs)
-    table = st.panel_stability(result.table, list(genes), refits, 0.05, st.StabilitySettings())
+    table = st.panel_stability(result.table, list(genes), refits, 0.05, StabilitySettings())
     return table.set_index("gene")
 
 
@@ -171,7 +173,7 @@ def test_linear_route_refits_with_the_full_fit_prior():
     adata, outlier = planted_cohort(3, fragile_lfc=0.4, outlier_fold=3.0, normalised=True)
     result = run_log_linear(adata, [], DeSettings(lfc_shrink=False, refit_genes=PLANTED))
     inp = result.refit_inputs
-    assert isinstance(inp, st.LinearRefitInputs) and inp.genes == list(PLANTED)
+    assert isinstance(inp, LinearRefitInputs) and inp.genes == list(PLANTED)
     table = _panel_table(result)
     assert table.loc["ROBUSTG", "stability"] == st.ROBUST
     assert table.loc["FRAGILEG", "stability"] == st.BORDERLINE
@@ -237,19 +239,18 @@ def test_classify_rule(lfc, padj, tested, refit_lfc, refit_p, expected, holding)
 
 
 def test_settings_come_only_from_documented_keys():
-    assert st.stability_settings(None) is None
-    assert st.stability_settings({}) == st.StabilitySettings()
-    assert st.stability_settings({"near_miss_factor": 3}).near_miss_factor == 3.0
+    assert StabilitySettings.from_config({}) == StabilitySettings()
+    assert StabilitySettings.from_config({"near_miss_factor": 3}).near_miss_factor == 3.0
     with pytest.raises(InputError, match="unknown key"):
-        st.stability_settings({"enable": True})
+        StabilitySettings.from_config({"enable": True})
     with pytest.raises(InputError, match="de.stability.method"):
-        st.stability_settings({"method": "bootstrap"})
+        StabilitySettings.from_config({"method": "bootstrap"})
     with pytest.raises(InputError, match="near_miss_factor"):
-        st.stability_settings({"near_miss_factor": 0.5})
+        StabilitySettings.from_config({"near_miss_factor": 0.5})
     params = SimpleNamespace(alpha=0.05, min_count=10, lfc_shrink=False, cooks_refit=True)
-    assert settings_from_params(params, 1).stability is None  # a rule without the param: off
+    assert DeSettings.from_params(params, 1).stability is None  # a rule without the param: off
     params.stability = {"enabled": True, "method": "leave_one_out", "near_miss_factor": 2}
-    assert settings_from_params(params, 1).stability == st.StabilitySettings()
+    assert DeSettings.from_params(params, 1).stability == StabilitySettings()
 
 
 def test_run_and_write_adds_the_table_and_the_panel_column(tmp_path):
@@ -260,7 +261,7 @@ def test_run_and_write_adds_the_table_and_the_panel_column(tmp_path):
     )
     paths = {k: str(tmp_path / f"{k}.tsv") for k in ("de", "panel", "stability")}
     for enabled in (True, False):
-        settings = DeSettings(n_cpus=1, lfc_shrink=False, stability=st.StabilitySettings(enabled=enabled))
+        settings = DeSettings(n_cpus=1, lfc_shrink=False, stability=StabilitySettings(enabled=enabled))
         run_and_write(adata, panel, [], settings, "planted", paths["de"], paths["panel"],
                       str(tmp_path / "summary.json"), paths["stability"])  # fmt: skip
         table = pd.read_csv(paths["stability"], sep="\t").set_index("gene")

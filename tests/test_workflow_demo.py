@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from workflow_runner import PROJECT_ROOT, run_snakemake
 
+from il6axis.figures.registry import figure_targets
+
 pytestmark = pytest.mark.e2e
 
 
@@ -37,15 +39,37 @@ def test_all_outputs_and_logs_exist(demo_run):
         "results/de/demo/summary.json",
         "results/plots/demo/volcano.png",
         "results/plots/demo/volcano.svg",
+        "results/qc/demo/library_sizes.tsv",
+        "results/qc/demo/sex_check.tsv",
+        "results/qc/demo/sex_check.json",
+        "results/qc/demo/pca.tsv",
+        "results/qc/demo/pca_variance.tsv",
         "results/logs/simulate_demo_cohort.log",
         "results/logs/build_cohort/demo.log",
         "results/logs/deseq2/demo.log",
+        "results/logs/cohort_qc/demo.log",
         "results/logs/plot_cohort/demo.log",
         "results/logs/plot_meta/plot_meta.log",
         "results/report/headlines.rst",
     ]:
         path = demo_run / rel
         assert path.is_file() and path.stat().st_size > 0, rel
+    # Every figure of the registry is a default target.
+    for rel in figure_targets(["demo"]):
+        assert (demo_run / rel).is_file() and (demo_run / rel).with_suffix(".svg").is_file(), rel
+
+
+def test_sample_qc_tables_recover_the_recorded_sex(demo_run):
+    """The demo's expression follows its recorded sex: every sample agrees; the PCA covers the contrast."""
+    sex = pd.read_csv(demo_run / "results/qc/demo/sex_check.tsv", sep="\t")
+    samples = pd.read_csv(demo_run / "results/cohorts/demo.samples.tsv", sep="\t")
+    assert len(sex) == len(samples) and (sex["agreement"] == "agree").all()
+    summary = json.loads((demo_run / "results/qc/demo/sex_check.json").read_text())
+    assert summary["status"] == "checked" and summary["discordant_samples"] == []
+    pca = pd.read_csv(demo_run / "results/qc/demo/pca.tsv", sep="\t")
+    assert len(pca) == 32 and set(pca["severity"]) == {"mild", "severe"}
+    library = pd.read_csv(demo_run / "results/qc/demo/library_sizes.tsv", sep="\t")
+    assert len(library) == len(samples) and (library["detected_genes"] <= library["genes_in_matrix"]).all()
 
 
 def test_contrast_summary(demo_run):

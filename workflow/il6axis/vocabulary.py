@@ -41,7 +41,7 @@ STRATUM_SHORT = {"whole_blood": "whole blood", "pbmc": "PBMC", "other": "other",
 STRATUM_UNIT = {
     "whole_blood": "whole-blood cohorts",
     "pbmc": "PBMC cohorts",
-    "other": "other",
+    "other": "other cohorts",
     ALL_STRATA: "cohorts",
 }
 STRATUM_TITLE = {

@@ -91,3 +91,29 @@ rule composition_sensitivity:
         engine=config["de"]["engine"],
     script:
         "../scripts/composition_sensitivity.py"
+
+
+# Sample QC as tables (library sizes, recorded vs expression sex, PCA); the QC figures of plot_cohort
+# draw these. Columns: README.md, "Outputs".
+rule cohort_qc:
+    input:
+        cohort="results/cohorts/{cohort}.h5ad",
+        expression="results/expression/{cohort}.h5ad",
+        markers=MARKERS_TSV,
+    output:
+        library_sizes="results/qc/{cohort}/library_sizes.tsv",
+        sex_check="results/qc/{cohort}/sex_check.tsv",
+        sex_check_summary="results/qc/{cohort}/sex_check.json",
+        pca="results/qc/{cohort}/pca.tsv",
+        pca_variance="results/qc/{cohort}/pca_variance.tsv",
+    log:
+        "results/logs/cohort_qc/{cohort}.log",
+    benchmark:
+        "results/benchmarks/cohort_qc/{cohort}.tsv"
+    conda:
+        "../../envs/deseq2.yaml"
+    resources:
+        mem_mb=lambda wc, input, attempt: (1000 + 50 * int(input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    script:
+        "../scripts/cohort_qc.py"

@@ -1,3 +1,4 @@
+import functools
 import re
 import sys
 from pathlib import Path
@@ -20,6 +21,10 @@ REPORT_PROVENANCE = "results/report/provenance.rst"
 if str(Path(workflow.current_basedir).parent) not in sys.path:
     sys.path.insert(0, str(Path(workflow.current_basedir).parent))
 from il6axis import __version__ as WORKFLOW_VERSION
+from il6axis.acquire import geo
+from il6axis.reads.fastq_fetch import downloaded_paths, fastq_paths, find_run
+from il6axis.reads.runs import runs_by_sample, runs_from_config
+from il6axis.errors import InputError
 
 config["_report"] = {
     "version": WORKFLOW_VERSION,
@@ -45,11 +50,11 @@ GENESET_FILES = [
     *config["genesets"]["user_files"],
 ]
 DOWNLOADS = "results/downloads"
-GENE_INFO_DOWNLOAD = f"{DOWNLOADS}/ncbi/Homo_sapiens.gene_info.gz"
+GENE_INFO_DOWNLOAD = f"{DOWNLOADS}/ncbi/{geo.GENE_INFO_NAME}"
 
 
 wildcard_constraints:
-    accession=r"GSE[0-9]+",
+    accession=geo.ACCESSION_PATTERN,
     file=r"[^/]+",
     cohort=r"[A-Za-z][A-Za-z0-9_-]*",
 
@@ -83,7 +88,7 @@ def cohort_spec(wildcards):
 def accession_of(name):
     spec = config["cohorts"][name]
     accession = spec.get("accession", name)
-    if not re.fullmatch(r"GSE[0-9]+", accession):
+    if not geo.is_accession(accession):
         raise ValueError(
             f"cohort {name!r} reads from GEO but has no accession: set cohorts.{name}.accession "
             f"(e.g. GSE152418) or name the cohort after its accession"
@@ -91,16 +96,19 @@ def accession_of(name):
     return accession
 
 
+# Downloads keep GEO's file names (geo.py owns them); `accession` may be the "{accession}" wildcard.
 def series_matrix_path(accession):
-    return f"{DOWNLOADS}/{accession}/{accession}_series_matrix.txt.gz"
+    name = geo.SERIES_MATRIX_NAME.format(accession=accession)
+    return f"{DOWNLOADS}/{accession}/{name}"
 
 
 def ncbi_counts_path(accession):
-    return f"{DOWNLOADS}/{accession}/{accession}_raw_counts_GRCh38.p13_NCBI.tsv.gz"
+    name = geo.NCBI_COUNTS_NAME.format(accession=accession)
+    return f"{DOWNLOADS}/{accession}/{name}"
 
 
 def supplementary_path(accession, file):
-    return f"{DOWNLOADS}/{accession}/suppl/{file}"
+    return f"{DOWNLOADS}/{accession}/{geo.SUPPLEMENTARY_FOLDER}/{file}"
 
 
 def count_sources(name):
@@ -130,6 +138,8 @@ def counts_path(name):
         return chosen_counts_path(name)
     if counts["source"] == "local":
         return counts["path"]
+    if counts["source"] == "reads":  # counted from FASTQ by rules/reads.smk
+        return reads_gene_counts_path(name)
     if counts["source"] == "geo_ncbi":
         return ncbi_counts_path(accession_of(name))
     return supplementary_path(accession_of(name), counts["file"])
@@ -179,9 +189,58 @@ def gene_info_input(wildcards):
     return [gene_info_path()] if needs_gene_info(wildcards.cohort) else []
 
 
+# Count source `reads`: its runs and their FASTQ files (rules/fastq.smk downloads them, rules/reads.smk
+# trims and quantifies them). The logic is in il6axis.reads (runs: run tables; fastq_fetch: file names).
+FASTQ_DIR = "results/reads/fastq"
+
+
+def reads_cohorts():
+    """Enabled cohorts whose counts are made from reads."""
+    cohorts = config["cohorts"]
+    return [
+        n for n in enabled_cohorts() if cohorts[n]["counts"].get("source") == "reads"
+    ]
+
+
+@functools.cache
+def cohort_runs(name):
+    """The runs of a reads cohort, read and checked once (InputError on a bad run table)."""
+    return runs_from_config(name, config["cohorts"][name]["counts"]["reads"])
+
+
+def fastq_run(run_id):
+    """The run with this ID (DAG time: reads_runs() waits for a run table the workflow writes)."""
+    return find_run(run_id, {name: reads_runs(name) for name in reads_cohorts()})
+
+
+def fastq_files(run_id):
+    """The FASTQ files fastp reads for a run: the user's own files, or the downloaded (temp) ones."""
+    return fastq_paths(fastq_run(run_id), FASTQ_DIR)
+
+
+def fastq_download_threads(run_id):
+    """fasterq-dump is multi-threaded; an ENA download is one HTTP stream."""
+    return config["reads"]["sra"]["threads"] if fastq_run(run_id).source == "sra" else 1
+
+
+def downloaded_fastq_files():
+    """FASTQ files the reads cohorts download (for the manifest).
+
+    Called at parse time: a `download: local` cohort fetches nothing, and a run table the workflow
+    writes itself (the reads demo's) is not read before it exists.
+    """
+    fetching = {
+        name: cohort_runs(name)
+        for name in reads_cohorts()
+        if config["cohorts"][name]["counts"]["reads"]["download"] != "local"
+        and Path(config["cohorts"][name]["counts"]["reads"]["runs"]).exists()
+    }
+    return downloaded_paths(fetching, FASTQ_DIR)
+
+
 def downloaded_files():
-    """Every file the enabled cohorts fetch from GEO / NCBI (for the manifest)."""
-    files = set()
+    """Every file the enabled cohorts fetch from GEO / NCBI, ENA or SRA (for the manifest)."""
+    files = set(downloaded_fastq_files())  # FASTQ files of reads cohorts
     for name in enabled_cohorts():
         for path in (counts_path(name), metadata_path(name)):
             if path.startswith(f"{DOWNLOADS}/"):
@@ -189,6 +248,93 @@ def downloaded_files():
         if needs_gene_info(name) and config["gene_info"]["source"] == "ncbi":
             files.add(GENE_INFO_DOWNLOAD)
     return sorted(files)
+
+
+# Count source `reads`, quantification side (rules/reads.smk): fastp per run, salmon per sample,
+# pytximport per cohort. The reads demo's run table is written by checkpoint simulate_reads_demo.
+READS = "results/reads"
+READS_REFERENCE = f"{READS}/reference"
+READS_DEMO = "results/reads_demo"
+READS_DEMO_RUNS = f"{READS_DEMO}/runs.tsv"
+
+
+def check_reads_cohorts():
+    """Parse-time checks of the cohorts counted from reads (reads_cohorts() is in rules/fastq.smk)."""
+    for name in enabled_cohorts():
+        counts = config["cohorts"][name]["counts"]
+        if any(c["source"] == "reads" for c in counts.get("sources", [])):
+            raise InputError(
+                f"cohorts.{name}.counts.sources: source reads cannot be a fallback (it never misses). "
+                f"Fix: use counts: {{source: reads, ...}} on its own."
+            )
+    for name in reads_cohorts():
+        value_type = config["cohorts"][name]["counts"]["value_type"]
+        if value_type != "expected_counts":
+            raise InputError(
+                f"cohorts.{name}.counts.value_type is {value_type}, but counts from reads are tximport "
+                "estimates (fractional). Fix: set value_type: expected_counts."
+            )
+        if not config["reads"]["transcriptome"]:
+            raise InputError(
+                f"cohort {name} counts reads, but reads.transcriptome is not set. Fix: give the path of "
+                "a GENCODE or Ensembl transcript FASTA (e.g. gencode.v44.transcripts.fa.gz)."
+            )
+
+
+check_reads_cohorts()
+
+
+def reads_runs(name):
+    """The cohort's runs (cohort_runs(), rules/fastq.smk); a run table that the reads demo simulator
+    writes is waited for (checkpoint), so it is read only once it exists."""
+    if config["cohorts"][name]["counts"]["reads"]["runs"] == READS_DEMO_RUNS:
+        checkpoints.simulate_reads_demo.get()
+    return cohort_runs(name)
+
+
+def reads_samples(name):
+    """Sample -> its runs (technical replicates together), in run-table order."""
+    return runs_by_sample(reads_runs(name))
+
+
+def reads_gene_counts_path(name):
+    """The gene x sample table a reads cohort is built from (counts_path() in common.smk)."""
+    return f"{READS}/{name}/gene_counts.tsv"
+
+
+def reads_targets():
+    """Per reads cohort: its QC table and MultiQC report (gene counts are reached through build_cohort)."""
+    return expand(
+        [
+            f"{READS}/{{cohort}}/sample_qc.tsv",
+            f"{READS}/{{cohort}}/multiqc_report.html",
+        ],
+        cohort=reads_cohorts(),
+    )
+
+
+def _sample_quant_dirs(wildcards):
+    return [
+        f"{READS}/quant/{wildcards.cohort}/{s}" for s in reads_samples(wildcards.cohort)
+    ]
+
+
+def _cohort_fastp_json(wildcards):
+    return [f"{READS}/fastp/{r.run}.fastp.json" for r in reads_runs(wildcards.cohort)]
+
+
+def _sample_runs(wildcards):
+    runs = reads_samples(wildcards.cohort).get(wildcards.sample)
+    if runs is None:
+        raise InputError(
+            f"cohort {wildcards.cohort} has no sample {wildcards.sample} in its run table"
+        )
+    return runs
+
+
+def _dir_size_mb(path):
+    """Size of a folder's files in MB (the salmon index; Snakemake sizes a folder input as 0)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
 
 
 def config_blocks_of(path):
@@ -221,6 +367,33 @@ def config_key_of(path):
     return " / ".join(keys) or None
 
 
+# The report's figures are listed once, in il6axis.figures.registry: rules plot_cohort and plot_meta take
+# their inputs and outputs from it, and all_targets its PNGs.
+from il6axis.figures.registry import (
+    COHORT_FIGURES,
+    COHORT_INPUTS,
+    META_FIGURES,
+    META_INPUTS,
+    figure_targets,
+    rule_inputs,
+)
+
+
+def figure_outputs(figures):
+    """Named outputs of the registry's figures: <name>_png (in the report, with its caption) and <name>_svg."""
+    outputs = {}
+    for figure in figures:
+        outputs[f"{figure.name}_png"] = report(
+            figure.png,
+            caption=f"../report/{figure.caption}",
+            category=figure.category,
+            subcategory=figure.subcategory,
+            labels=figure.report_labels(),
+        )
+        outputs[f"{figure.name}_svg"] = figure.svg
+    return outputs
+
+
 def all_targets():
     cohorts = enabled_cohorts()
     singlecell = expand(
@@ -232,16 +405,7 @@ def all_targets():
     targets = [
         *expand("results/de/{cohort}/severe_vs_mild.tsv", cohort=cohorts),
         *expand("results/de/{cohort}/il6_panel.tsv", cohort=cohorts),
-        *expand(
-            [
-                "results/plots/{cohort}/qc_library_sizes.png",
-                "results/plots/{cohort}/volcano.png",
-                "results/plots/{cohort}/panel_heatmap.png",
-                "results/plots/{cohort}/pathway_scores.png",
-            ],
-            cohort=cohorts,
-        ),
-        "results/plots/meta/forest_panel_genes.png",
+        *figure_targets(cohorts),
         REPORT_HEADLINES,
     ]
     targets += expand(
@@ -255,4 +419,6 @@ def all_targets():
     targets += ["results/meta/panel_genes.tsv", "results/meta/pathway_scores.tsv"]
     if downloaded_files():
         targets.append(f"{DOWNLOADS}/manifest.tsv")
+    # QC table and MultiQC report per reads cohort (rules/reads.smk)
+    targets += reads_targets()
     return targets + singlecell

@@ -12,8 +12,6 @@ rule simulate_demo_cohort:
     conda:
         "../../envs/cohorts.yaml"
     params:
-        seed=config["demo"]["seed"],
-        n_genes=config["demo"]["n_genes"],
-        n_per_group=config["demo"]["n_per_group"],
+        demo=config["demo"],
     script:
         "../scripts/simulate_demo_cohort.py"

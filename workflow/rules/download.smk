@@ -12,7 +12,7 @@ rule download_series_matrix:
     conda:
         "../../envs/cohorts.yaml"
     params:
-        kind="series_matrix",
+        kind=geo.KIND_SERIES_MATRIX,
         settings=config["download"],
         sha256=lambda wc, output: expected_sha256(output.file),
         config_key=lambda wc, output: config_key_of(output.file),
@@ -30,7 +30,7 @@ rule download_ncbi_counts:
     conda:
         "../../envs/cohorts.yaml"
     params:
-        kind="ncbi_counts",
+        kind=geo.KIND_NCBI_COUNTS,
         settings=config["download"],
         sha256=lambda wc, output: expected_sha256(output.file),
     script:
@@ -47,7 +47,7 @@ rule download_supplementary:
     conda:
         "../../envs/cohorts.yaml"
     params:
-        kind="supplementary",
+        kind=geo.KIND_SUPPLEMENTARY,
         settings=config["download"],
         sha256=lambda wc, output: expected_sha256(output.file),
         config_key=lambda wc, output: config_key_of(output.file),
@@ -65,7 +65,7 @@ rule download_gene_info:
     conda:
         "../../envs/cohorts.yaml"
     params:
-        kind="gene_info",
+        kind=geo.KIND_GENE_INFO,
         settings=config["download"],
         sha256=config["gene_info"]["sha256"],
     script:

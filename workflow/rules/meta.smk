@@ -18,10 +18,7 @@ rule meta_panel_genes:
         runtime=lambda wc, attempt: 10 * attempt,
     params:
         cohorts=enabled_cohorts(),
-        alpha=config["meta"]["alpha"],
-        strata=config["meta"]["strata"],
-        method_re=config["meta"]["method_re"],
-        sensitivity_exclude=config["meta"]["sensitivity_exclude"],
+        settings=config["meta"],
     script:
         "../scripts/meta_analysis.py"
 
@@ -45,9 +42,6 @@ rule meta_pathway_scores:
         runtime=lambda wc, attempt: 10 * attempt,
     params:
         cohorts=enabled_cohorts(),
-        alpha=config["meta"]["alpha"],
-        strata=config["meta"]["strata"],
-        method_re=config["meta"]["method_re"],
-        sensitivity_exclude=config["meta"]["sensitivity_exclude"],
+        settings=config["meta"],
     script:
         "../scripts/meta_analysis.py"

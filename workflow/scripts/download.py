@@ -2,7 +2,8 @@
 
 import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-from il6axis.acquire.download import write_manifest
+from il6axis.acquire.download import DownloadSettings
+from il6axis.acquire.download_records import write_manifest
 from il6axis.acquire.sources import retrieve
 from il6axis.runlog import logged
 
@@ -12,7 +13,7 @@ with logged(smk.log[0]):
     result = retrieve(
         smk.params.kind,
         smk.output.file,
-        smk.params.settings,
+        DownloadSettings.from_config(smk.params.settings),
         accession=smk.wildcards.get("accession"),
         filename=smk.wildcards.get("file"),
         expected_sha256=smk.params.sha256,

@@ -2,7 +2,7 @@
 
 import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-from il6axis.acquire.sources import merge_records
+from il6axis.acquire.download_records import merge_records
 from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

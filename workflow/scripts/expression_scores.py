@@ -6,28 +6,16 @@ import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis
 import anndata as ad
 import pandas as pd
 
-from il6axis.analysis.cohort_tables import ScoreSettings, expression_and_scores, write_tsv
+from il6axis.analysis.expression_scores import ScoreSettings, expression_and_scores
 from il6axis.analysis.genesets import load_gene_sets
+from il6axis.analysis.tsv import write_tsv
 from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 DE_COLUMNS = {"gene", "stat", "tested"}  # what il6axis.analysis.scores.competitive_test ranks by
 
 with logged(smk.log[0]):
-    cfg = smk.params.settings
-    settings = ScoreSettings(
-        vst_nsub=cfg["vst_nsub"],
-        min_genes=cfg["min_genes"],
-        ctrl_size=cfg["ctrl_size"],
-        n_bins=cfg["n_bins"],
-        random_state=cfg["random_state"],
-        permutations=cfg["permutations"],
-        seed=cfg["seed"],
-        min_size=cfg["min_size"],
-        max_size=cfg["max_size"],
-        alpha=smk.params.alpha,
-        n_cpus=smk.threads,
-    )
+    settings = ScoreSettings.from_config(smk.params.settings, alpha=smk.params.alpha, n_cpus=smk.threads)
     gene_sets = load_gene_sets(
         Path(smk.params.resources_dir),
         list(smk.params.user_files),

@@ -2,7 +2,8 @@
 
 import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-from il6axis.acquire.download import write_manifest
+from il6axis.acquire.download import DownloadSettings
+from il6axis.acquire.download_records import write_manifest
 from il6axis.acquire.sources import fetch_first_available, write_choice
 from il6axis.runlog import logged
 
@@ -13,7 +14,7 @@ with logged(smk.log[0]):
         smk.wildcards.cohort,
         smk.params.sources,
         smk.output.file,
-        smk.params.settings,
+        DownloadSettings.from_config(smk.params.settings),
         accession=smk.params.accession,
     )
     write_manifest([result], smk.output.record)

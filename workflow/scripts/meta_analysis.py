@@ -3,12 +3,13 @@
 import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 import pandas as pd
 
-from il6axis.analysis.meta import run_meta
+from il6axis.analysis.meta.run import MetaSettings, run_meta
 from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with logged(smk.log[0]):
+    settings = MetaSettings.from_config(smk.params.settings)
     features = (
         pd.read_csv(smk.input.panel, sep="\t")["symbol"].tolist() if "panel" in smk.input.keys() else None
     )
@@ -17,10 +18,10 @@ with logged(smk.log[0]):
         effect_tables=list(smk.input.de),
         summaries=list(smk.input.summaries),
         features=features,
-        alpha=smk.params.alpha,
-        strata=smk.params.strata,
-        method_re=smk.params.method_re,
-        sensitivity_exclude=smk.params.sensitivity_exclude,
+        alpha=settings.alpha,
+        strata=settings.strata,
+        method_re=settings.method_re,
+        sensitivity_exclude=settings.sensitivity_exclude,
         meta_path=smk.output.meta,
         forest_path=smk.output.forest,
         sensitivity_path=smk.output.sensitivity,

@@ -2,7 +2,7 @@
 
 import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis imports below)
 
-from il6axis.report.summary import write_report_summary
+from il6axis.report.summary import ReportSettings, write_report_summary
 from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -17,16 +17,17 @@ def optional_input(name):
 
 
 with logged(smk.log[0]):
+    settings = ReportSettings.from_params(smk.params)
     write_report_summary(
-        cohorts=list(smk.params.cohorts),
+        cohorts=settings.cohorts,
         meta_genes_path=smk.input.meta_genes,
         meta_scores_path=smk.input.meta_scores,
         summary_paths=list(smk.input.summaries),
         orientation_paths=list(smk.input.orientation),
         composition_paths=list(smk.input.composition),
         manifest_paths=optional_input("manifest"),
-        alpha=smk.params.alpha,
-        config=smk.params.config,
+        alpha=settings.alpha,
+        config=settings.config,
         headlines_path=smk.output.headlines,
         provenance_path=smk.output.provenance,
         versions_path=smk.output.versions,

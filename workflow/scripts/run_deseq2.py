@@ -4,13 +4,14 @@ import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis
 import anndata as ad
 import pandas as pd
 
-from il6axis.de.nb import run_and_write, settings_from_params
+from il6axis.de.contract import DeSettings
+from il6axis.de.outputs import run_and_write
 from il6axis.runlog import logged
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with logged(smk.log[0]):
-    settings = settings_from_params(smk.params, smk.threads)
+    settings = DeSettings.from_params(smk.params, smk.threads)
     run_and_write(
         adata=ad.read_h5ad(smk.input.h5ad),
         panel=pd.read_csv(smk.input.panel, sep="\t"),

@@ -13,10 +13,7 @@ with logged(smk.log[0]) as log:
         *pd.read_csv(smk.input.panel, sep="\t")["symbol"],
         *pd.read_csv(smk.input.markers, sep="\t")["symbol"],
     ]
-    n = smk.params.n_per_group
-    spec = DemoSpec(
-        n_genes=smk.params.n_genes, n_severe=n, n_mild=n, n_healthy=max(2, n // 2), seed=smk.params.seed
-    )
+    spec = DemoSpec.from_config(smk.params.demo)
     cohort = simulate(named, spec)
     write_demo(cohort, smk.output.counts, smk.output.samples, smk.output.truth)
     log.info(

@@ -6,7 +6,7 @@ import _workflow_path  # noqa: F401  (puts workflow/ on sys.path for the il6axis
 import pandas as pd
 
 from il6axis.analysis.genesets import load_gene_sets
-from il6axis.de.nb import settings_from_params
+from il6axis.de.contract import DeSettings
 from il6axis.runlog import logged
 from il6axis.singlecell.analysis import analyse_celltypes
 
@@ -19,7 +19,7 @@ with logged(smk.log[0]):
         panel_path=smk.input.panel,
         markers_path=smk.input.markers,
     )
-    settings = settings_from_params(smk.params, smk.threads, lfc_shrink=False)
+    settings = DeSettings.from_params(smk.params, smk.threads, lfc_shrink=False)
     # Writes de/, pathway tables and cell_types_analysed.tsv under outdir, figures under plots_dir.
     analyse_celltypes(
         name=smk.wildcards.cohort,

@@ -8,8 +8,10 @@ effects, and a truth table of severe-vs-mild log2 fold changes (most genes null)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,6 +72,19 @@ class DemoSpec:
     n_composition_genes: int = 40
     composition_loading: float = 0.6
     seed: int = 20201
+
+    @classmethod
+    def from_config(cls, demo: Mapping[str, Any]) -> DemoSpec:
+        """The spec of the config's ``demo`` block: ``n_per_group`` severe and mild samples each, and half as
+        many healthy donors (at least 2, so the excluded-group path is always exercised)."""
+        n = int(demo["n_per_group"])
+        return cls(
+            n_genes=int(demo["n_genes"]),
+            n_severe=n,
+            n_mild=n,
+            n_healthy=max(2, n // 2),
+            seed=int(demo["seed"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,70 +1,65 @@
-"""Robust, verified downloads of public GEO / NCBI files (stdlib only).
+"""HTTP transport for GEO / NCBI files: retries with backoff, verified atomic write, local mirror copy.
 
-Why this module exists: GEO and the NCBI FTP-over-HTTPS hosts regularly return HTML error or
-maintenance pages with status 200, cut transfers short, or answer 5xx/429 under load. A workflow
-that trusts whatever arrived would silently analyse a truncated matrix. Every file therefore goes
-through the same path:
+Every file goes through the same path:
 
-1. stream to ``.partial-*`` temp file in the destination directory, hashing (sha256) on the fly;
-2. fsync, then verify: not an HTML page, complete body, whole gzip stream decodes, expected first
-   line, optional pinned checksum;
+1. stream to a ``.partial-*`` temp file in the destination directory, hashing (sha256) on the fly;
+2. fsync, then verify: complete body (``Content-Length``), the GEO payload checks of
+   :mod:`il6axis.acquire.payload_checks` (not an HTML page, whole gzip stream decodes, expected first
+   line), optional pinned checksum;
 3. ``os.replace`` onto the destination, so ``dest`` either is a complete verified file or does not
    exist (a pre-existing ``dest`` is only ever replaced by a verified file).
 
 Transient failures (connection errors, timeouts, HTTP 5xx/429, short bodies, truncated gzip) are
-retried with exponential backoff; permanent ones (4xx, HTML page, wrong header, checksum
-mismatch) fail at once with a message naming the URL, the problem and the likely fix.
+retried with exponential backoff; permanent ones (4xx, HTML page, wrong header, checksum mismatch) fail
+at once with a message naming the URL, the problem and the likely fix.
 
-URL builders take the base URL as an argument so the workflow config (and the tests' fake GEO
-server) can point them elsewhere. For air-gapped nodes, :func:`local_relpath` gives the layout of
-a local mirror directory (config key ``download.local_dir``) read by :func:`copy_local`.
+Why stdlib ``urllib`` and one hand-written retry loop, not ``requests`` + urllib3 ``Retry`` or
+``pooch`` (re-checked for issue 14 against the fake GEO server):
+
+- urllib3 ``Retry`` acts only until the response headers arrive. It retried 503s and dropped
+  connections, but a body cut short behind an honest ``Content-Length``, a lying one (requests raises
+  ``ChunkedEncodingError``) and an HTML maintenance page served with 200 all came back on the first
+  request, unretried. Those are GEO's common failures, so an attempt loop around the whole transfer and
+  its checks is needed anyway; a ``Retry`` underneath would add a second retry budget and hide attempts
+  from the manifest's ``attempts`` column.
+- What ``requests`` would replace is the ``urlopen`` call and its ``HTTPError`` handling (~30 lines);
+  it is installed only as a dependency of Snakemake and is not in ``envs/cohorts.yaml``, where the
+  download rules run.
+- ``pooch`` is not installed; its ``retry_if_failed`` also retries checksum mismatches (which must fail
+  at once), it has no gzip or HTML check, and it keeps its own cache beside Snakemake's outputs.
+
+The GEO-specific checks live in :mod:`il6axis.acquire.payload_checks`; GEO names and URLs in
+:mod:`il6axis.acquire.geo`.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import http.client
-import io
 import logging
 import os
 import re
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
-import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any
 
-DEFAULT_GEO_BASE = "https://ftp.ncbi.nlm.nih.gov"
-DEFAULT_GEO_DOWNLOAD_BASE = "https://www.ncbi.nlm.nih.gov"
-DEFAULT_NCBI_GENE_BASE = "https://ftp.ncbi.nlm.nih.gov"
+from il6axis.acquire import geo
+from il6axis.acquire.payload_checks import HeaderCheck, PayloadError, check_payload
 
-LOGGER_NAME = "il6axis.acquire.download"
+log = logging.getLogger(__name__)
+
 USER_AGENT = "il6axis-workflow (python-urllib; +https://www.ncbi.nlm.nih.gov/geo/)"
-GENE_INFO_NAME = "Homo_sapiens.gene_info.gz"
-MANIFEST_COLUMNS = ("file", "url", "sha256", "bytes", "attempts")
 
-# Kinds of file understood by :func:`local_relpath`.
-KIND_SERIES_MATRIX = "series_matrix"
-KIND_NCBI_COUNTS = "ncbi_counts"
-KIND_SUPPLEMENTARY = "supplementary"
-KIND_GENE_INFO = "gene_info"
-KINDS = (KIND_SERIES_MATRIX, KIND_NCBI_COUNTS, KIND_SUPPLEMENTARY, KIND_GENE_INFO)
-
-_ACCESSION_RE = re.compile(r"^GSE\d+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 256 * 1024
 _MIB = float(2**20)
 _RETRY_AFTER_CAP_S = 300.0
 
-HeaderCheck = Callable[[str], str | None]
 SleepFn = Callable[[float], Any]
 
 
@@ -104,153 +99,45 @@ class FetchResult:
     attempts: int
 
 
-# --------------------------------------------------------------------------------------------
-# URL builders and local mirror layout
-# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DownloadSettings:
+    """The ``download`` config block: hosts, an optional local mirror, and the retry policy.
 
-
-def validate_accession(accession: str) -> str:
-    """Return ``accession`` if it looks like a GEO series (``GSE`` + digits), else raise ValueError."""
-    if not isinstance(accession, str) or not _ACCESSION_RE.match(accession):
-        raise ValueError(f"invalid GEO series accession {accession!r}: expected 'GSE' followed by digits")
-    return accession
-
-
-def validate_filename(filename: str) -> str:
-    """Return ``filename`` if it is a plain file name (no directories, no '..'), else raise ValueError.
-
-    File names end up both in URLs and in local paths, so anything that could escape the intended
-    directory is refused.
+    Field defaults equal the schema defaults (``workflow/schemas/config.schema.yaml``; a test checks
+    that they agree).
     """
-    if (
-        not isinstance(filename, str)
-        or not filename.strip()
-        or "/" in filename
-        or "\\" in filename
-        or ".." in filename
-        or filename in {".", ".."}
-        or any(ord(ch) < 32 for ch in filename)
-    ):
-        raise ValueError(f"invalid file name {filename!r}: must be a plain file name (no '/', no '..')")
-    return filename
 
+    geo_base: str = geo.DEFAULT_GEO_BASE
+    geo_download_base: str = geo.DEFAULT_GEO_DOWNLOAD_BASE
+    ncbi_gene_base: str = geo.DEFAULT_NCBI_GENE_BASE
+    local_dir: str | None = None
+    retries: int = 5
+    backoff_s: float = 2.0
+    timeout_s: float = 120.0
 
-def _base(base: str) -> str:
-    return base.rstrip("/")
-
-
-def series_dir(accession: str) -> str:
-    """GEO directory of a series, e.g. ``GSE152418`` -> ``geo/series/GSE152nnn/GSE152418``.
-
-    GEO groups series by all but the last three digits (``GSE1234`` -> ``GSE1nnn``,
-    ``GSE12`` -> ``GSEnnn``).
-    """
-    validate_accession(accession)
-    digits = accession[3:]
-    stub = f"GSE{digits[:-3]}nnn"
-    return f"geo/series/{stub}/{accession}"
-
-
-def series_matrix_name(accession: str) -> str:
-    """File name of the (single-platform) series matrix of ``accession``."""
-    return f"{validate_accession(accession)}_series_matrix.txt.gz"
-
-
-def ncbi_counts_name(accession: str) -> str:
-    """File name of GEO's NCBI-generated raw RNA-seq counts of ``accession``."""
-    return f"{validate_accession(accession)}_raw_counts_GRCh38.p13_NCBI.tsv.gz"
-
-
-def series_matrix_url(accession: str, base: str = DEFAULT_GEO_BASE) -> str:
-    """Series matrix URL: ``{base}/geo/series/GSE152nnn/GSE152418/matrix/<acc>_series_matrix.txt.gz``.
-
-    Only single-platform series have exactly this name (multi-platform ones add ``-GPLxxxx``).
-    """
-    return f"{_base(base)}/{series_dir(accession)}/matrix/{series_matrix_name(accession)}"
-
-
-def ncbi_counts_url(
-    accession: str, base: str = DEFAULT_GEO_DOWNLOAD_BASE, filename: str | None = None
-) -> str:
-    """URL of GEO's NCBI-generated counts (``/geo/download/?type=rnaseq_counts&acc=...&file=...``).
-
-    ``filename`` defaults to the raw-counts file; pass another name (e.g. a TPM table) if needed.
-    Query values are percent-encoded.
-    """
-    name = validate_filename(filename) if filename is not None else ncbi_counts_name(accession)
-    query = urllib.parse.urlencode(
-        {"type": "rnaseq_counts", "acc": validate_accession(accession), "format": "file", "file": name}
-    )
-    return f"{_base(base)}/geo/download/?{query}"
-
-
-def supplementary_url(accession: str, filename: str, base: str = DEFAULT_GEO_BASE) -> str:
-    """URL of a series supplementary file: ``{base}/geo/series/GSEnnn/GSE.../suppl/{filename}``."""
-    validate_filename(filename)
-    return f"{_base(base)}/{series_dir(accession)}/suppl/{urllib.parse.quote(filename)}"
-
-
-def gene_info_url(base: str = DEFAULT_NCBI_GENE_BASE) -> str:
-    """URL of NCBI Gene's human ``gene_info`` table (Entrez GeneID -> symbol, Ensembl xrefs)."""
-    return f"{_base(base)}/gene/DATA/GENE_INFO/Mammalia/{GENE_INFO_NAME}"
-
-
-def local_relpath(kind: str, accession: str | None = None, filename: str | None = None) -> str:
-    """Relative path of a file inside a local mirror directory (config ``download.local_dir``).
-
-    Layout (the same as the project's shared data directory)::
-
-        <local_dir>/<accession>/<filename>          GEO files (series matrix, NCBI counts, suppl.)
-        <local_dir>/Homo_sapiens.gene_info.gz       NCBI gene_info
-
-    ``filename`` defaults to the standard GEO name for ``series_matrix`` and ``ncbi_counts`` and is
-    required for ``supplementary``; it is ignored (may be None) for ``gene_info``.
-    """
-    if kind == KIND_GENE_INFO:
-        return GENE_INFO_NAME
-    if kind not in KINDS:
-        raise ValueError(f"unknown file kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if accession is None:
-        raise ValueError(f"kind {kind!r} needs an accession")
-    validate_accession(accession)
-    if filename is None:
-        if kind == KIND_SERIES_MATRIX:
-            filename = series_matrix_name(accession)
-        elif kind == KIND_NCBI_COUNTS:
-            filename = ncbi_counts_name(accession)
-        else:
-            raise ValueError("kind 'supplementary' needs a filename")
-    return f"{accession}/{validate_filename(filename)}"
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any] | None) -> DownloadSettings:
+        """Settings from the validated ``download`` block (missing keys take the defaults)."""
+        block = block or {}
+        default = cls()
+        return cls(
+            geo_base=str(block.get("geo_base", default.geo_base)),
+            geo_download_base=str(block.get("geo_download_base", default.geo_download_base)),
+            ncbi_gene_base=str(block.get("ncbi_gene_base", default.ncbi_gene_base)),
+            local_dir=block.get("local_dir") or None,
+            retries=int(block.get("retries", default.retries)),
+            backoff_s=float(block.get("backoff_s", default.backoff_s)),
+            timeout_s=float(block.get("timeout_s", default.timeout_s)),
+        )
 
 
 # --------------------------------------------------------------------------------------------
-# Header checks
-# --------------------------------------------------------------------------------------------
-
-
-def expect_first_line_prefix(prefix: str) -> HeaderCheck:
-    """Header check: the first (decompressed) line must start with ``prefix``.
-
-    Typical prefixes: ``"!Series_title"`` (series matrix), ``"GeneID"`` (NCBI counts),
-    ``"#tax_id"`` (gene_info).
-    """
-
-    def check(first_line: str) -> str | None:
-        if first_line.startswith(prefix):
-            return None
-        shown = first_line[:80] + ("..." if len(first_line) > 80 else "")
-        return f"first line should start with {prefix!r} but is {shown!r}"
-
-    return check
-
-
-# --------------------------------------------------------------------------------------------
-# Shared streaming / verification / atomic write
+# Streaming, verification and atomic write (shared by HTTP and local copies)
 # --------------------------------------------------------------------------------------------
 
 
 def _get_logger(logger: logging.Logger | None) -> logging.Logger:
-    return logger if logger is not None else logging.getLogger(LOGGER_NAME)
+    return logger if logger is not None else log
 
 
 def _normalise_sha256(expected: str | None) -> str | None:
@@ -298,43 +185,6 @@ def _copy_stream(
     return digest.hexdigest(), n_bytes
 
 
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip().lower()
-    return start.startswith(b"<!doctype html") or start.startswith(b"<html")
-
-
-def _first_line(data: bytes) -> str:
-    line = data.split(b"\n", 1)[0]
-    return line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r")
-
-
-def _check_gzip(path: Path, label: str) -> str:
-    """Decompress the whole gzip file (to catch truncation/corruption); return its first line."""
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic != b"\x1f\x8b":
-        raise DownloadError(
-            f"{label}: not a gzip file (starts with {magic!r}). Fix: the URL/file name in config probably "
-            "points to an uncompressed or different file; check it, or pass expect_gzip=False."
-        )
-    head = b""
-    try:
-        with gzip.open(path, "rb") as gz:
-            while True:
-                chunk = gz.read(_CHUNK)
-                if not chunk:
-                    break
-                if b"\n" not in head and len(head) < 1 << 20:
-                    head += chunk
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DownloadError(
-            f"{label}: gzip stream is truncated or corrupt ({exc}). Fix: the transfer was probably cut "
-            "short; download it again (for a local mirror, re-copy the file from a good source).",
-            retryable=True,
-        ) from exc
-    return _first_line(head)
-
-
 def _verify(
     path: Path,
     *,
@@ -345,28 +195,14 @@ def _verify(
     header_check: HeaderCheck | None,
     content_type: str | None,
 ) -> None:
-    """Verify a freshly written temp file; raise :class:`DownloadError` describing the first problem."""
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    html_expected = path.name.lower().endswith((".html", ".htm"))
-    is_html_type = bool(content_type) and content_type.split(";")[0].strip().lower() == "text/html"
-    if not html_expected and (_looks_like_html(head) or is_html_type):
-        raise HtmlPageError(
-            f"{label}: received an HTML page instead of the data file (an error/maintenance page or a "
-            "wrong URL). Fix: check the accession / file name and base URL in config; if GEO is under "
-            "maintenance, retry later."
+    """Run the payload checks, then the pinned checksum; raise :class:`DownloadError` on a problem."""
+    try:
+        check_payload(
+            path, label=label, expect_gzip=expect_gzip, header_check=header_check, content_type=content_type
         )
-    if expect_gzip:
-        first_line = _check_gzip(path, label)
-    else:
-        first_line = _first_line(head)
-    if header_check is not None:
-        problem = header_check(first_line)
-        if problem:
-            raise DownloadError(
-                f"{label}: unexpected content: {problem}. Fix: the URL/file name in config probably "
-                "points to a different file, or the upstream format changed."
-            )
+    except PayloadError as exc:
+        error = HtmlPageError if exc.html else DownloadError
+        raise error(str(exc), retryable=exc.retryable) from exc
     if expected_sha256 is not None and sha256 != expected_sha256:
         raise DownloadError(
             f"checksum mismatch: expected {expected_sha256}, got {sha256} for {label}; if the file "
@@ -425,6 +261,24 @@ def _write_verified(
         raise
     _fsync_dir(dest.parent)
     return sha256, n_bytes
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a ``.partial-*`` temp file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix="-" + path.name)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,10 +502,10 @@ def copy_local(
     header_check: HeaderCheck | None = None,
     logger: logging.Logger | None = None,
 ) -> FetchResult:
-    """Copy ``src`` from a local mirror (see :func:`local_relpath`) to ``dest``, verified and atomic.
+    """Copy ``src`` from a local mirror (see :func:`il6axis.acquire.geo.local_relpath`) to ``dest``.
 
-    Same checks as :func:`fetch` (HTML page, gzip integrity, header, checksum); no retries.
-    ``url`` of the result is ``file://`` + the absolute source path.
+    Same checks as :func:`fetch` (HTML page, gzip integrity, header, checksum), verified and atomic; no
+    retries. ``url`` of the result is ``file://`` + the absolute source path.
     """
     src = Path(src).absolute()
     dest = Path(dest)
@@ -663,7 +517,7 @@ def copy_local(
         message = (
             f"local mirror file not found: {src}. Fix: place the file in the mirror directory set by "
             "config key `download.local_dir` (expected layout <local_dir>/<accession>/<file>, "
-            f"gene info at <local_dir>/{GENE_INFO_NAME}), or unset `download.local_dir` to download."
+            f"gene info at <local_dir>/{geo.GENE_INFO_NAME}), or unset `download.local_dir` to download."
         )
         log.warning(message)
         raise MissingFileError(message)
@@ -692,161 +546,3 @@ def copy_local(
         raise
     log.info("copied %s -> %s: %d bytes, sha256=%s", src, dest, n_bytes, sha256)
     return FetchResult(url=url, path=dest, sha256=sha256, n_bytes=n_bytes, attempts=1)
-
-
-# --------------------------------------------------------------------------------------------
-# Directory listings (for "did you mean" when a file is missing)
-# --------------------------------------------------------------------------------------------
-
-LISTED_SUBDIRS = ("suppl", "matrix")
-_LISTING_MAX_BYTES = 4 * 2**20
-
-
-def series_listing_url(accession: str, subdir: str, base: str = DEFAULT_GEO_BASE) -> str:
-    """URL of the HTML index of a series folder: ``{base}/geo/series/GSEnnn/GSE.../{subdir}/``."""
-    if subdir not in LISTED_SUBDIRS:
-        raise ValueError(f"unknown series folder {subdir!r}: expected one of {', '.join(LISTED_SUBDIRS)}")
-    return f"{_base(base)}/{series_dir(accession)}/{subdir}/"
-
-
-class _LinkCollector(HTMLParser):
-    """Collects the ``href`` of every ``<a>`` element, in document order."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self.hrefs.extend(value for name, value in attrs if name == "href" and value)
-
-
-def parse_directory_listing(page: str, listing_url: str) -> list[str]:
-    """File names in an HTML directory index (Apache, nginx, or NCBI's FTP-over-HTTPS pages).
-
-    Every ``<a href>`` is resolved against ``listing_url`` (relative, absolute-path and full-URL links
-    alike) and kept only when it points at a file directly inside that folder. That drops the
-    parent-directory link, column-sort links (``?C=N;O=D``), sub-folders (trailing ``/``) and links
-    elsewhere, whatever their text says. Names are URL-unescaped; the result is sorted and unique.
-    """
-    collector = _LinkCollector()
-    collector.feed(page)
-    collector.close()
-    folder_url = listing_url if listing_url.endswith("/") else listing_url + "/"
-    folder = urllib.parse.urlsplit(folder_url)
-    folder_path = urllib.parse.unquote(folder.path)
-    names: set[str] = set()
-    for href in collector.hrefs:
-        target = urllib.parse.urlsplit(urllib.parse.urljoin(folder_url, href.strip()))
-        if target.query or target.netloc.lower() != folder.netloc.lower():
-            continue
-        directory, _, name = urllib.parse.unquote(target.path).rpartition("/")
-        if directory + "/" == folder_path and name not in ("", ".", ".."):
-            names.add(name)
-    return sorted(names)
-
-
-def list_directory(url: str, *, timeout_s: float = 30.0) -> list[str]:
-    """Fetch an HTML directory index and return the file names it lists (one attempt, no retries).
-
-    Only used to enrich error messages ("the folder holds ..."), so it does not retry; any failure
-    raises :class:`DownloadError` with the reason, for the caller to mention.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            body = response.read(_LISTING_MAX_BYTES + 1)
-            charset = response.headers.get_content_charset() or "utf-8"
-            final_url = response.geturl() or url
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}", status=exc.code) from exc
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise DownloadError(f"could not read {url}: {getattr(exc, 'reason', exc)}") from exc
-    if len(body) > _LISTING_MAX_BYTES:
-        raise DownloadError(f"{url}: listing larger than {_LISTING_MAX_BYTES} bytes, not read")
-    page = body.decode(charset, errors="replace")
-    if "<a" not in page.lower():
-        raise DownloadError(f"{url}: not an HTML directory index (no links in the page)")
-    return parse_directory_listing(page, final_url)
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest
-# --------------------------------------------------------------------------------------------
-
-
-def write_manifest(results: Iterable[FetchResult], path: str | os.PathLike[str]) -> None:
-    """Write a TSV manifest (columns ``file, url, sha256, bytes, attempts``) atomically.
-
-    The manifest records exactly what was analysed, for provenance and for pinning checksums.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for r in results:
-        writer.writerow([str(r.path), r.url, r.sha256, r.n_bytes, r.attempts])
-    write_text_atomic(path, buffer.getvalue())
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a ``.partial-*`` temp file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix="-" + path.name)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a manifest written by :func:`write_manifest`; ``bytes`` and ``attempts`` become ints."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ValueError(
-                f"{path}: not a download manifest (columns {reader.fieldnames}, expected {MANIFEST_COLUMNS})"
-            )
-        rows: list[dict[str, Any]] = []
-        for row in reader:
-            row["bytes"] = int(row["bytes"])
-            row["attempts"] = int(row["attempts"])
-            rows.append(row)
-    return rows
-
-
-__all__ = [
-    "DEFAULT_GEO_BASE",
-    "DEFAULT_GEO_DOWNLOAD_BASE",
-    "DEFAULT_NCBI_GENE_BASE",
-    "DownloadError",
-    "FetchResult",
-    "MissingFileError",
-    "copy_local",
-    "expect_first_line_prefix",
-    "fetch",
-    "gene_info_url",
-    "list_directory",
-    "local_relpath",
-    "ncbi_counts_name",
-    "ncbi_counts_url",
-    "parse_directory_listing",
-    "read_manifest",
-    "series_dir",
-    "series_listing_url",
-    "series_matrix_name",
-    "series_matrix_url",
-    "supplementary_url",
-    "validate_accession",
-    "validate_filename",
-    "write_manifest",
-    "write_text_atomic",
-]

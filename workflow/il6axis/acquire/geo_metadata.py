@@ -2,7 +2,8 @@
 
 The parsers keep every value as the string GEO wrote (``unknown``, ``:``, ``>89`` included) so nothing
 is silently lost; interpretation happens in the typed helpers :func:`parse_age` and
-:func:`normalise_sex`, which fail loudly on values they do not understand.
+:func:`normalise_sex`, which fail loudly on values they do not understand (``normalise_sex`` can instead
+set them to ``unknown``, for checks that need not stop the run).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from il6axis.acquire.count_tables import (
+from il6axis.acquire import geo
+from il6axis.acquire.table_files import (
     is_gzipped,
     open_text,
     peek_lines,
@@ -51,7 +53,13 @@ _TABLE_BEGIN = "!series_matrix_table_begin"
 # Strings meaning "no value" in GEO/R/spreadsheet exports (compared lower-cased and stripped).
 _MISSING_WORDS = "unknown na n/a nan none null <na> missing".split()
 MISSING_TOKENS = frozenset(["", ":", "-", "not available", "not applicable", *_MISSING_WORDS])
-_SEX_SPELLINGS = {"male": "male", "m": "male", "female": "female", "f": "female"}
+_SEX_SPELLINGS = {
+    **dict.fromkeys(["male", "m", "man", "men"], "male"),
+    **dict.fromkeys(["female", "f", "woman", "women"], "female"),
+}
+# GEO characteristics sometimes keep their key in the value ("gender: M", "sex=F").
+_SEX_KEY_PREFIX = re.compile(r"^(sex|gender)\s*[:=]\s*")
+UNRECOGNISED_SEX = ("raise", "unknown")
 _CENSORED_AGE = re.compile(r"^(>=|≥|>)\s*(\d+(?:\.\d+)?)$|^(\d+(?:\.\d+)?)\s*\+$")
 
 
@@ -125,7 +133,8 @@ def _not_a_series_matrix(path: Path, label: str) -> str:
     return (
         f"{label}: no '{_ACCESSION}' line, so this is not a GEO series matrix "
         f"(first line: {first[:80]!r}).{hint} "
-        f"Fix `metadata.series_matrix` to point at <GSE>_series_matrix.txt.gz from the series' matrix/ folder"
+        f"Fix `metadata.series_matrix` to point at {geo.SERIES_MATRIX_NAME.format(accession='<GSE>')} "
+        f"from the series' {geo.MATRIX_FOLDER}/ folder"
     )
 
 
@@ -310,28 +319,52 @@ def parse_age(
 
 
 def normalise_sex(
-    values: Iterable[object] | pd.Series, *, source: str = "sample metadata", field: str | None = None
+    values: Iterable[object] | pd.Series,
+    *,
+    source: str = "sample metadata",
+    field: str | None = None,
+    unrecognised: str = "raise",
 ) -> pd.Series:
-    """Map sex spellings to ``male`` / ``female`` / ``unknown`` (same index as a Series input).
+    """Map sex spellings to ``male`` / ``female`` / ``unknown`` (same index and name as a Series input).
 
-    M/m/Male/MALE -> male, F/f/Female -> female, missing markers (NA, unknown, '', None) -> unknown.
-    Any other value raises InputError naming it and the accepted spellings.
+    Case and surrounding spaces are ignored, as is a leading ``sex:`` / ``gender:`` (or ``=``) that GEO
+    characteristics sometimes keep in the value. M/Male/man/men -> male, F/Female/woman/women -> female,
+    missing markers (NA, unknown, '', None) -> unknown. Any other value raises InputError naming it and
+    the accepted spellings (``unrecognised="raise"``, for the sex covariate of a model, where a typo must
+    not become a missing value), or becomes ``unknown`` with a warning listing such values
+    (``unrecognised="unknown"``, for a QC check that only compares recorded sex with expression).
     """
+    if unrecognised not in UNRECOGNISED_SEX:
+        raise ValueError(f"unrecognised must be one of {UNRECOGNISED_SEX}, got {unrecognised!r}")
     series = values if isinstance(values, pd.Series) else pd.Series(list(values))
     field = field if field is not None else str(series.name)
+    set_to_unknown: list[str] = []
 
     def convert(value: object, sample: object) -> str:
         if _is_missing(value):
             return "unknown"
-        key = str(value).strip().lower()
+        key = _SEX_KEY_PREFIX.sub("", str(value).strip().lower())
         if key in _SEX_SPELLINGS:
             return _SEX_SPELLINGS[key]
+        if key in MISSING_TOKENS:
+            return "unknown"
+        if unrecognised == "unknown":
+            set_to_unknown.append(str(value))
+            return "unknown"
         raise InputError(
             f"{source}: field {field!r} sample {sample!r} has unrecognised sex {value!r}; accepted "
-            f"spellings: M/Male/male (-> male), F/Female/female (-> female), NA/unknown/empty (-> unknown); "
-            f"fix the value "
-            f"or the sex covariate's field in config"
+            f"spellings: M/Male/man/men (-> male), F/Female/woman/women (-> female), each optionally "
+            f"after 'sex:' or 'gender:', NA/unknown/empty (-> unknown); fix the value or the sex "
+            f"covariate's field in config"
         )
 
     out = [convert(v, s) for s, v in series.items()]
+    if set_to_unknown:
+        log.warning(
+            "%s: field %r: %d value(s) not read as a sex, set to unknown: %s",
+            source,
+            field,
+            len(set_to_unknown),
+            show_list(sorted(set(set_to_unknown))),
+        )
     return pd.Series(out, index=series.index, name=series.name, dtype=object)

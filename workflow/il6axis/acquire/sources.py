@@ -1,10 +1,12 @@
 """Choose where one GEO / NCBI file comes from (public host, mirror URL or local directory) and get it.
 
-The download rules call :func:`retrieve` with the file's kind, accession and name plus the ``download``
-config block; it builds the URL (or the path inside ``download.local_dir``), applies the header check for
-that kind of file, enforces an expected checksum when the config gives one, and writes a one-line record
-(file, url, sha256, bytes, attempts) that the manifest rule collects. When a supplementary file or series
-matrix is missing, the error lists what the series folder does hold ("did you mean").
+The download rules call :func:`retrieve` with the file's kind, accession and name plus the
+:class:`~il6axis.acquire.download.DownloadSettings` of the ``download`` config block; it builds the URL
+(or the path inside ``download.local_dir``), applies the header check for that kind of file and enforces
+an expected checksum when the config gives one; the rule then writes a one-line record (file, url,
+sha256, bytes, attempts; :mod:`il6axis.acquire.download_records`) that the manifest rule collects. When
+a supplementary file or series matrix is missing, the error lists what the series folder does hold
+("did you mean", :mod:`il6axis.acquire.series_listing`).
 
 A cohort may list several count sources in order of preference (``counts.sources``):
 :func:`fetch_first_available` takes the first one whose file exists and records the choice, and
@@ -16,7 +18,6 @@ the data the cohort is analysed on (e.g. raw counts for log2 values) because of 
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,22 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from il6axis.acquire import download as dl
+from il6axis.acquire import geo
+from il6axis.acquire.download import DownloadSettings
+from il6axis.acquire.payload_checks import expect_first_line_prefix
+from il6axis.acquire.series_listing import LISTED_FOLDER, available_files_hint
 from il6axis.errors import InputError
+from il6axis.jsonio import read_json
 
 log = logging.getLogger(__name__)
 
-# First line each kind of file must start with; anything else is a wrong file or an error page.
-HEADER_PREFIX = {
-    dl.KIND_SERIES_MATRIX: "!Series_title",
-    dl.KIND_NCBI_COUNTS: "GeneID",
-    dl.KIND_GENE_INFO: "#tax_id",
-}
-
-# Series folder whose listing is shown when a file of this kind is missing.
-LISTED_FOLDER = {dl.KIND_SUPPLEMENTARY: "suppl", dl.KIND_SERIES_MATRIX: "matrix"}
-
 # Count sources (config `counts.source`) fetched from GEO, and the kind of download each one is.
-COUNT_SOURCE_KINDS = {"geo_ncbi": dl.KIND_NCBI_COUNTS, "geo_supplementary": dl.KIND_SUPPLEMENTARY}
+COUNT_SOURCE_KINDS = {"geo_ncbi": geo.KIND_NCBI_COUNTS, "geo_supplementary": geo.KIND_SUPPLEMENTARY}
 
 # Whether GEO's download endpoint answers a request for NCBI-generated counts it never made with a 404 or
 # an HTML page is not documented (unverified): when a count source may be skipped, an HTML page on every
@@ -47,40 +43,33 @@ COUNT_SOURCE_KINDS = {"geo_ncbi": dl.KIND_NCBI_COUNTS, "geo_supplementary": dl.K
 # HTML page stays an error: a supplementary file that GEO lists does exist.
 NCBI_COUNTS_HTML = ("NCBI-generated counts", "GEO has not re-processed this series")
 
-# At most this many names of a folder listing are spelled out in an error (the rest are counted).
-MAX_LISTED_NAMES = 40
-# difflib similarity above which a listed name is offered as "did you mean": catches a missing or extra
-# ".gz" or a typo (~0.95) but not a sibling file of the same series (GSE161731_key vs _counts: 0.79).
-CLOSE_NAME_CUTOFF = 0.8
 
-
-def source_url(kind: str, accession: str | None, filename: str | None, settings: Mapping[str, Any]) -> str:
+def source_url(kind: str, accession: str | None, filename: str | None, settings: DownloadSettings) -> str:
     """The URL of a file on the configured hosts (public NCBI by default, or a mirror)."""
-    if kind == dl.KIND_SERIES_MATRIX:
-        return dl.series_matrix_url(accession, settings["geo_base"])
-    if kind == dl.KIND_NCBI_COUNTS:
-        return dl.ncbi_counts_url(accession, settings["geo_download_base"])
-    if kind == dl.KIND_SUPPLEMENTARY:
-        return dl.supplementary_url(accession, filename, settings["geo_base"])
-    if kind == dl.KIND_GENE_INFO:
-        return dl.gene_info_url(settings["ncbi_gene_base"])
-    raise ValueError(f"unknown kind of file {kind!r}; expected one of {dl.KINDS}")
+    if kind == geo.KIND_SERIES_MATRIX:
+        return geo.series_matrix_url(accession, settings.geo_base)
+    if kind == geo.KIND_NCBI_COUNTS:
+        return geo.ncbi_counts_url(accession, settings.geo_download_base)
+    if kind == geo.KIND_SUPPLEMENTARY:
+        return geo.supplementary_url(accession, filename, settings.geo_base)
+    if kind == geo.KIND_GENE_INFO:
+        return geo.gene_info_url(settings.ncbi_gene_base)
+    raise ValueError(f"unknown kind of file {kind!r}; expected one of {geo.KINDS}")
 
 
 def source_location(
-    kind: str, accession: str | None, filename: str | None, settings: Mapping[str, Any]
+    kind: str, accession: str | None, filename: str | None, settings: DownloadSettings
 ) -> str:
     """Where :func:`retrieve` reads a file: its path inside ``download.local_dir``, else its URL."""
-    local_dir = settings.get("local_dir")
-    if local_dir:
-        return str(Path(local_dir) / dl.local_relpath(kind, accession, filename))
+    if settings.local_dir:
+        return str(Path(settings.local_dir) / geo.local_relpath(kind, accession, filename))
     return source_url(kind, accession, filename, settings)
 
 
 def retrieve(
     kind: str,
     dest: str | Path,
-    settings: Mapping[str, Any],
+    settings: DownloadSettings,
     *,
     accession: str | None = None,
     filename: str | None = None,
@@ -89,7 +78,7 @@ def retrieve(
     config_key: str | None = None,
     missing_if_html: tuple[str, str] | None = None,
 ) -> dl.FetchResult:
-    """Download (or copy from ``settings['local_dir']``) one file, verified and written atomically.
+    """Download (or copy from ``settings.local_dir``) one file, verified and written atomically.
 
     ``expect_gzip`` defaults to whether ``dest`` ends with ``.gz``. ``config_key`` names the config
     entry that chose the file; a missing supplementary file or series matrix raises
@@ -98,12 +87,12 @@ def retrieve(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    prefix = HEADER_PREFIX.get(kind)
-    header_check = dl.expect_first_line_prefix(prefix) if prefix else None
+    prefix = geo.FIRST_LINE_PREFIX.get(kind)
+    header_check = expect_first_line_prefix(prefix) if prefix else None
     where = source_location(kind, accession, filename, settings)
     try:
-        if settings.get("local_dir"):
-            log.info("copying %s from local directory %s", Path(where).name, settings["local_dir"])
+        if settings.local_dir:
+            log.info("copying %s from local directory %s", Path(where).name, settings.local_dir)
             return dl.copy_local(
                 where,
                 dest,
@@ -117,13 +106,13 @@ def retrieve(
             expected_sha256=expected_sha256,
             expect_gzip=expect_gzip,
             header_check=header_check,
-            retries=int(settings["retries"]),
-            backoff_s=float(settings["backoff_s"]),
-            timeout_s=float(settings["timeout_s"]),
+            retries=settings.retries,
+            backoff_s=settings.backoff_s,
+            timeout_s=settings.timeout_s,
             missing_if_html=missing_if_html,
         )
     except dl.MissingFileError as exc:
-        if kind == dl.KIND_NCBI_COUNTS:
+        if kind == geo.KIND_NCBI_COUNTS:
             raise dl.MissingFileError(
                 f"{str(exc).rstrip('.')}. GEO has no NCBI-generated counts for {accession} (it re-processes "
                 "only some series): use an author file (`source: geo_supplementary`), or list both in "
@@ -132,70 +121,9 @@ def retrieve(
             ) from exc
         if kind not in LISTED_FOLDER:
             raise
-        wanted = filename or dl.local_relpath(kind, accession).rsplit("/", 1)[-1]
+        wanted = filename or geo.local_relpath(kind, accession).rsplit("/", 1)[-1]
         hint = available_files_hint(kind, accession, wanted, settings, config_key)
         raise dl.MissingFileError(f"{str(exc).rstrip('.')}. {hint}", status=exc.status) from exc
-
-
-# --------------------------------------------------------------------------------------------
-# "Did you mean": what the series folder holds
-# --------------------------------------------------------------------------------------------
-
-
-def folder_listing(kind: str, accession: str, settings: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(where, file names) of the folder a missing file of ``kind`` was looked for in.
-
-    With ``download.local_dir`` that is ``<local_dir>/<accession>/``; otherwise the series' ``suppl/`` or
-    ``matrix/`` folder, read from the host's HTML directory listing. Raises DownloadError if it cannot
-    be read.
-    """
-    local_dir = settings.get("local_dir")
-    if local_dir:
-        folder = Path(local_dir) / accession
-        if not folder.is_dir():
-            raise dl.DownloadError(f"the local folder {folder} does not exist")
-        names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        return f"The local folder {folder}", names
-    url = dl.series_listing_url(accession, LISTED_FOLDER[kind], settings["geo_base"])
-    names = dl.list_directory(url, timeout_s=float(settings.get("timeout_s", 30)))
-    return f"The series' {LISTED_FOLDER[kind]}/ folder ({url})", names
-
-
-def available_files_hint(
-    kind: str,
-    accession: str,
-    wanted: str,
-    settings: Mapping[str, Any],
-    config_key: str | None,
-) -> str:
-    """One or two sentences: what the folder holds, the closest names to ``wanted``, and what to fix.
-
-    Never raises: if the listing cannot be read, the hint says so (the missing file is still reported
-    by the caller).
-    """
-    fix_key = f"`{config_key}`" if config_key else "the file name in config"
-    if kind == dl.KIND_SERIES_MATRIX:
-        # The series matrix name is not configurable: a multi-platform series has one per platform.
-        fix = (
-            f"Fix: only a single-platform series matrix ({wanted}) is read; otherwise give the sample "
-            f"table another way ({fix_key}: sample_sheet or geo_supplementary)."
-        )
-    else:
-        fix = f"Fix: set {fix_key} to one of these."
-    try:
-        where, names = folder_listing(kind, accession, settings)
-    except (dl.DownloadError, OSError) as exc:
-        return f"Could not list the folder to suggest a name ({exc}). Fix: check {fix_key}."
-    if not names:
-        return f"{where} holds no files. Fix: check the accession and {fix_key}."
-    shown = ", ".join(names[:MAX_LISTED_NAMES])
-    if len(names) > MAX_LISTED_NAMES:
-        shown += f" and {len(names) - MAX_LISTED_NAMES} more"
-    hint = f"{where} holds {len(names)} file(s): {shown}."
-    close = difflib.get_close_matches(wanted, names, n=3, cutoff=CLOSE_NAME_CUTOFF)
-    if close:
-        hint += " Did you mean " + " or ".join(f"'{name}'" for name in close) + "?"
-    return f"{hint} {fix}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,33 +132,33 @@ def available_files_hint(
 
 
 def _source_accession(cohort: str, accession: str | None) -> str:
-    if accession is None or not isinstance(accession, str) or not accession.startswith("GSE"):
+    if accession is None or not isinstance(accession, str) or not accession.startswith(geo.ACCESSION_PREFIX):
         raise InputError(
             f"cohorts.{cohort}: a geo_* count source needs a GEO series: set cohorts.{cohort}.accession "
             f"(e.g. GSE152418) or name the cohort after its accession"
         )
     try:
-        return dl.validate_accession(accession)
+        return geo.validate_accession(accession)
     except ValueError as exc:
         raise InputError(f"cohorts.{cohort}.accession: {exc}") from exc
 
 
 def _count_source_target(
-    source: Mapping[str, Any], settings: Mapping[str, Any], cohort: str, accession: str | None
+    source: Mapping[str, Any], settings: DownloadSettings, cohort: str, accession: str | None
 ) -> tuple[str, str | None, str | None, str]:
     """(kind, accession, file name, where it is read) of one count source; kind ``local`` for a path."""
     if source["source"] == "local":
         return "local", None, None, str(Path(source["path"]).absolute())
     kind = COUNT_SOURCE_KINDS[source["source"]]
     accession = _source_accession(cohort, accession)
-    filename = source.get("file") if kind == dl.KIND_SUPPLEMENTARY else None
+    filename = source.get("file") if kind == geo.KIND_SUPPLEMENTARY else None
     return kind, accession, filename, source_location(kind, accession, filename, settings)
 
 
 def _retrieve_count_source(
     source: Mapping[str, Any],
     dest: Path,
-    settings: Mapping[str, Any],
+    settings: DownloadSettings,
     target: tuple[str, str | None, str | None, str],
     config_key: str,
 ) -> dl.FetchResult:
@@ -248,9 +176,9 @@ def _retrieve_count_source(
         accession=accession,
         filename=filename,
         expected_sha256=source.get("sha256"),
-        expect_gzip=(filename or dl.ncbi_counts_name(accession)).endswith(".gz"),
+        expect_gzip=(filename or geo.ncbi_counts_name(accession)).endswith(".gz"),
         config_key=f"{config_key}.file",
-        missing_if_html=NCBI_COUNTS_HTML if kind == dl.KIND_NCBI_COUNTS else None,
+        missing_if_html=NCBI_COUNTS_HTML if kind == geo.KIND_NCBI_COUNTS else None,
     )
 
 
@@ -258,7 +186,7 @@ def fetch_first_available(
     cohort: str,
     sources: Sequence[Mapping[str, Any]],
     dest: str | Path,
-    settings: Mapping[str, Any],
+    settings: DownloadSettings,
     *,
     accession: str | None = None,
 ) -> tuple[dl.FetchResult, dict[str, Any]]:
@@ -334,7 +262,9 @@ def with_chosen_counts(spec: Mapping[str, Any], choice_path: str | Path) -> dict
     The build then sees a single-source ``counts`` block (gene_id, value_type, ... of the file that was
     actually downloaded). A record that no longer matches the config is an error, not a guess.
     """
-    choice = json.loads(Path(choice_path).read_text(encoding="utf-8"))
+    choice = read_json(
+        choice_path, what="count source choice", rule="fetch_count_sources", required=("chosen",)
+    )
     chosen = choice["chosen"]
     sources = spec["counts"].get("sources", [])
     index = chosen["index"]
@@ -346,15 +276,3 @@ def with_chosen_counts(spec: Mapping[str, Any], choice_path: str | Path) -> dict
     counts = {k: v for k, v in spec["counts"].items() if k != "sources"}
     counts.update(chosen["settings"])
     return {**spec, "counts": counts}
-
-
-def merge_records(record_paths: list[str | Path], manifest_path: str | Path) -> None:
-    """Combine the per-file records into ``results/downloads/manifest.tsv`` (sorted by file)."""
-    rows = [row for path in record_paths for row in dl.read_manifest(path)]
-    results = [
-        dl.FetchResult(
-            url=r["url"], path=Path(r["file"]), sha256=r["sha256"], n_bytes=r["bytes"], attempts=r["attempts"]
-        )
-        for r in sorted(rows, key=lambda r: r["file"])
-    ]
-    dl.write_manifest(results, manifest_path)

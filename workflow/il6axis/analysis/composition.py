@@ -6,8 +6,9 @@ sensitivity analysis (``statistics.md`` Section 5) refits ``~ covariates + neutr
 and compares the severity effect of both fits. The score partly mediates severity, so the adjusted fit is a
 sensitivity analysis, never the primary result.
 
-This module is pure pandas/numpy: the caller runs ``il6axis.de.nb.run_deseq2`` twice (the second time with
-``DeSettings(extra_covariates=("neutrophil_score",))``) and passes both tables to :func:`compare_fits`.
+The score and the comparison are pure pandas/numpy (:func:`neutrophil_score`, :func:`compare_fits`);
+:func:`run_composition`, rule ``composition_sensitivity``'s entry, refits the cohort's DE model with the
+score as one more covariate and compares that fit with the primary one.
 
 Pre-specified labelling rule (*judgement*): a gene is **composition-driven** when it is significant in the
 primary fit (padj < alpha), is no longer significant after adjustment (padj >= alpha or no padj), AND at
@@ -19,12 +20,22 @@ severity effect.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
+from il6axis.analysis.tsv import write_tsv
+from il6axis.de.contract import DeSettings
+from il6axis.de.routing import fit_severity
 from il6axis.errors import InputError
+from il6axis.vocabulary import TISSUES
+
+log = logging.getLogger(__name__)
 
 NEUTROPHIL_GENES: tuple[str, ...] = ("CSF3R", "FCGR3B", "CXCR2")
 SCORE_COLUMN = "neutrophil_score"
@@ -38,7 +49,6 @@ NOT_TESTED = "not tested"
 
 # Materials with mature neutrophils; PBMC preparations remove them by density-gradient separation.
 ADJUSTABLE_TISSUES = ("whole_blood", "leukocytes")
-KNOWN_TISSUES = ("whole_blood", "leukocytes", "pbmc", "other")
 
 
 def neutrophil_score(
@@ -80,10 +90,9 @@ def neutrophil_score(
 
 def should_adjust(tissue: str, score_available: bool = True, score_reason: str = "") -> tuple[bool, str]:
     """Whether to run the neutrophil-adjusted refit for a cohort of this material, and why (not)."""
-    if tissue not in KNOWN_TISSUES:
+    if tissue not in TISSUES:
         raise InputError(
-            f"cohort tissue {tissue!r} is not one of {list(KNOWN_TISSUES)}; fix the cohort's `tissue` in "
-            f"config."
+            f"cohort tissue {tissue!r} is not one of {list(TISSUES)}; fix the cohort's `tissue` in config."
         )
     if tissue == "pbmc":
         return False, (
@@ -182,3 +191,40 @@ def compare_fits(
     )
     out.index.name = "gene"
     return out.reset_index()
+
+
+def run_composition(
+    analysis: ad.AnnData,
+    primary: pd.DataFrame,
+    settings: DeSettings,
+    alpha: float,
+    adjusted_path: str | Path,
+    comparison_path: str | Path,
+    status_path: str | Path,
+) -> dict:
+    """Rule ``composition_sensitivity``: refit DE with the neutrophil score as covariate where the
+    material allows, compare with the primary fit, and write the adjusted table, the comparison and the
+    status (adjusted or why not)."""
+    tissue = str(analysis.uns.get("tissue", "other"))
+    score = analysis.obs.get(SCORE_COLUMN)
+    available = score is not None and bool(np.isfinite(score.astype(float)).all())
+    adjust, reason = should_adjust(tissue, available, str(analysis.uns.get("neutrophil_score", "")))
+    status = {
+        "cohort": analysis.uns.get("cohort", ""),
+        "tissue": tissue,
+        "adjusted": adjust,
+        "reason": reason,
+    }
+    if adjust:
+        covariates = [*analysis.uns.get("covariates", []), SCORE_COLUMN]
+        adjusted = fit_severity(analysis, covariates, settings).table
+        comparison = compare_fits(primary, adjusted, alpha=alpha)
+        status["n_composition_driven"] = int((comparison["label"] == COMPOSITION_DRIVEN).sum())
+    else:
+        adjusted = primary.iloc[0:0]
+        comparison = pd.DataFrame(columns=["gene", "label"])
+    log.info("composition sensitivity: %s", reason)
+    write_tsv(adjusted, adjusted_path)
+    write_tsv(comparison, comparison_path)
+    Path(status_path).write_text(json.dumps(status, indent=2) + "\n")
+    return status

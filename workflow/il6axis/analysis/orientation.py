@@ -46,6 +46,7 @@ table but never used: their direction differs between cohorts and with days sinc
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -55,7 +56,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from il6axis.analysis.tsv import write_tsv
 from il6axis.errors import InputError
+from il6axis.vocabulary import TISSUES
+
+log = logging.getLogger(__name__)
 
 ORIENTATION_ROLE = "orientation"
 INTERFERON_ROLE = "interferon_report_only"
@@ -69,8 +74,7 @@ MIN_TESTED = 5  # fewer tested orientation markers than this: inconclusive
 MIN_FRACTION_TESTED = 0.5  # ... or fewer than this share of the orientation markers
 FEW_TESTED = 10  # below this many tested markers, a sign majority is weak evidence (said in the message)
 
-# Cohort materials (config cohorts.<name>.tissue); a marker's ``tissues`` field lists those it is used for.
-TISSUES = ("whole_blood", "leukocytes", "pbmc", "other")
+# A marker's ``tissues`` field lists the cohort materials (vocabulary.TISSUES) it is used for.
 TISSUE_SEPARATOR = ";"
 
 ISG_NOTE = "interferon gene: reported only; ISGs never orient a contrast (sign varies with days since onset)"
@@ -437,3 +441,29 @@ def log_verdict(verdict: OrientationVerdict, cohort: str, logger: logging.Logger
         )
     else:
         logger.info("cohort %s: orientation consistent. %s", cohort, verdict.message)
+
+
+def run_orientation(
+    de_table: pd.DataFrame,
+    markers: pd.DataFrame,
+    tissue: str,
+    alpha: float,
+    cohort: str,
+    table_path: str | Path,
+    verdict_path: str | Path,
+    fail_on_reversed: bool = True,
+) -> OrientationVerdict:
+    """Rule ``orientation_check``: write the orientation table and verdict of one cohort.
+
+    A reversed or inconclusive cohort is a WARNING in the log, and a reversed one stops the run unless
+    ``fail_on_reversed`` is off (a flipped contrast flips every sign)."""
+    table, verdict = orientation_check(de_table, markers, tissue=tissue, alpha=alpha)
+    log_verdict(verdict, cohort, log)
+    if verdict.status == REVERSED and fail_on_reversed:
+        raise InputError(
+            f"{cohort}: {verdict.message}. Check severity.severe / severity.mild for this cohort in config; "
+            f"if the direction is genuinely unusual, set qc.fail_on_reversed: false to continue."
+        )
+    write_tsv(table, table_path)
+    Path(verdict_path).write_text(json.dumps({"cohort": cohort, **verdict.__dict__}, indent=2) + "\n")
+    return verdict

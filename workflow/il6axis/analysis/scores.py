@@ -23,7 +23,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 
 from il6axis.analysis import prerank
-from il6axis.de.nb import benjamini_hochberg
+from il6axis.de.contract import benjamini_hochberg
 from il6axis.errors import InputError
 from il6axis.vocabulary import MILD, SEVERE
 
@@ -252,7 +252,7 @@ def _fit_one(
             f"score_model: categorical covariate(s) {single} have a single level among the samples of set "
             f"{name!r}; remove them from the cohort's covariates."
         )
-    formula = " ~ ".join(["_score", " + ".join([*terms, 'C(_severity, Treatment("mild"))'])])
+    formula = " ~ ".join(["_score", " + ".join([*terms, f'C(_severity, Treatment("{MILD}"))'])])
     fit = smf.ols(formula, data=data).fit()
     coef = [c for c in fit.params.index if c.startswith("C(_severity") and c.endswith(f"[T.{SEVERE}]")]
     if len(coef) != 1:

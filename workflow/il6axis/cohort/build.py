@@ -13,20 +13,21 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from il6axis.acquire.count_tables import (
-    UnmatchedLimit,
-    match_samples,
-    normalised_array,
-    read_count_table,
-    to_integer_counts,
-)
-from il6axis.acquire.download import ncbi_counts_name
+from il6axis.acquire.count_tables import normalised_array, read_count_table, to_integer_counts
+from il6axis.acquire.geo import ncbi_counts_name
 from il6axis.acquire.geo_metadata import clean_geoquery_columns, read_sample_sheet, read_series_matrix
+from il6axis.acquire.sample_matching import UnmatchedLimit, match_samples
 from il6axis.cohort.contrast import contrast_from_config, group_labels
 from il6axis.cohort.gene_ids import load_gene_info, map_to_symbols
 from il6axis.cohort.samples import SUBJECT_COLUMNS, build_contrast, to_anndata
-from il6axis.cohort.value_scale import check_value_type, from_linear, log2_values, to_linear
-from il6axis.de.routing import LOG2_NORMALISED, NORMALISED
+from il6axis.cohort.value_scale import (
+    LOG2_NORMALISED,
+    NORMALISED,
+    check_value_type,
+    from_linear,
+    log2_values,
+    to_linear,
+)
 from il6axis.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from typing import Literal
 
 import pandas as pd
 
-from il6axis.acquire.count_tables import is_gzipped, require_file
+from il6axis.acquire import geo
+from il6axis.acquire.table_files import is_gzipped, require_file
 from il6axis.errors import InputError
 
 __all__ = [
@@ -140,7 +141,7 @@ def _read_gene_info(path: Path, label: str) -> pd.DataFrame:
     except ValueError as exc:
         raise InputError(
             f"{label}: not an NCBI gene_info table ({exc}); expected tab-separated columns "
-            f"{_GENE_INFO_COLUMNS}; download GENE_INFO/Mammalia/Homo_sapiens.gene_info.gz from NCBI"
+            f"{_GENE_INFO_COLUMNS}; download {geo.GENE_INFO_FOLDER}/{geo.GENE_INFO_NAME} from NCBI"
         ) from exc
 
 

@@ -18,8 +18,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from il6axis.acquire.count_tables import show_list
 from il6axis.acquire.geo_metadata import normalise_sex, parse_age
+from il6axis.acquire.table_files import show_list
 from il6axis.cohort.value_scale import LINEAR_MODEL_TYPES
 from il6axis.errors import InputError
 from il6axis.vocabulary import EXCLUDED, MILD, SEVERE

@@ -36,7 +36,7 @@ filter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import anndata as ad
@@ -46,17 +46,21 @@ from scipy import special, stats
 
 from il6axis.acquire.count_tables import normalised_array
 from il6axis.cohort.value_scale import CPM_TOTAL_RANGE, LOG2_MAX, LOG2_NORMALISED, NORMALISED, log2_values
-from il6axis.de.nb import (
+from il6axis.de.contract import (
+    FLAG_COLUMNS,
+    REASON_EXPRESSION,
+    SCALE_NORMALISED,
     SEVERITY_COEF,
+    STAT_COLUMNS,
     DeResult,
     DeSettings,
+    LinearRefitInputs,
     benjamini_hochberg,
     contrast_design_frame,
     design_formula,
+    design_matrix,
     expression_filter,
 )
-from il6axis.de.routing import SCALE_NORMALISED
-from il6axis.de.stability import linear_inputs
 from il6axis.errors import InputError
 from il6axis.vocabulary import MILD, SEVERE
 
@@ -319,28 +323,6 @@ def moderated_t(fit: LinearFit, coef: str | int, trend: bool = True) -> Moderate
 # ------------------------------------------------------------------------------------------- the DE route
 
 
-def design_matrix(meta: pd.DataFrame, formula: str) -> pd.DataFrame:
-    """Treatment-coded design from the NB route's model frame, via formulaic as in pydeseq2.
-
-    formulaic takes the level order of a pandas Categorical, and ``contrast_design_frame`` builds severity
-    with categories ``[mild, severe]``, so the severity column is ``severity[T.severe]`` (mild = reference);
-    this is asserted, never assumed. Missing covariate values raise instead of dropping rows.
-    """
-    from formulaic import model_matrix
-
-    try:
-        mm = model_matrix(formula, meta, na_action="raise")
-    except Exception as exc:  # formulaic raises its own types for NA and unknown names
-        raise InputError(
-            f"cannot build the design {formula!r} from the contrast samples' metadata ({exc}); fill or drop "
-            f"samples with missing covariates and check the covariate names in the cohort config"
-        ) from exc
-    frame = pd.DataFrame(np.asarray(mm, dtype=float), index=meta.index, columns=list(mm.columns))
-    if SEVERITY_COEF not in frame.columns:
-        raise RuntimeError(f"reference level is not mild: design columns are {list(frame.columns)}")
-    return frame
-
-
 def run_log_linear(
     adata: ad.AnnData,
     covariates: Sequence[str],
@@ -441,7 +423,7 @@ def run_log_linear(
     tested_genes = genes[keep.to_numpy()]
     refit_inputs = None
     if settings.refit_genes:  # the panel genes' values and the full fit's prior, for stability refits
-        refit_inputs = linear_inputs(
+        refit_inputs = linear_refit_inputs(
             logged, design, SEVERITY_COEF,
             pd.Series(test.s2_prior, index=tested_genes), test.df_prior, n_tested, settings.refit_genes,
         )  # fmt: skip
@@ -462,22 +444,46 @@ def run_log_linear(
     table.insert(0, "baseMean", values.mean(axis=0).to_numpy())
     table["padj"] = benjamini_hochberg(table["pvalue"])
     table["tested"] = keep.to_numpy()
-    table["not_tested_reason"] = np.where(table["tested"], "", "below expression filter")
+    table["not_tested_reason"] = np.where(table["tested"], "", REASON_EXPRESSION)
     table["cooks_outlier"] = table["independently_filtered"] = False  # NB-model flags; never set here
     table["AveExpr"] = logged.mean(axis=0).to_numpy()
     table["scale"] = SCALE
     table["value_type"] = LOG2_NORMALISED if values_are_log2 else NORMALISED
     table.index.name = "gene"
     table = table.reset_index()
-    order = ["gene", "baseMean", "log2FoldChange", "lfcSE", "ci_low", "ci_high", "stat", "pvalue", "padj"]
-    order += ["tested", "not_tested_reason", "cooks_outlier", "independently_filtered"]
-    order += ["df_total", "AveExpr", "scale", "value_type"]
+    order = [*STAT_COLUMNS, *FLAG_COLUMNS, "df_total", "AveExpr", "scale", "value_type"]
     return DeResult(
         table=table[order],
         design=f"{formula} {MODEL_LABEL}",
         n_per_group=n_per_group,
         n_tested=n_tested,
         refit_inputs=refit_inputs,
+    )
+
+
+def linear_refit_inputs(
+    values: pd.DataFrame,
+    design: pd.DataFrame,
+    coef: str,
+    s2_prior: pd.Series,
+    df_prior: float,
+    n_genes_fitted: int,
+    genes: Iterable[str],
+) -> LinearRefitInputs | None:
+    """The stability refits' inputs for ``genes`` (those the linear fit tested): the modelled log2 values
+    (samples x genes), the design and the full fit's prior (``s2_prior`` indexed by gene)."""
+    wanted = [g for g in dict.fromkeys(genes) if g in s2_prior.index and g in values.columns]
+    if not wanted:
+        return None
+    return LinearRefitInputs(
+        genes=wanted,
+        samples=[str(s) for s in values.index],
+        values=values.loc[:, wanted].to_numpy(dtype=float),
+        design=design.to_numpy(dtype=float),
+        coef_index=list(design.columns).index(coef),
+        s2_prior=s2_prior.loc[wanted].to_numpy(dtype=float),
+        df_prior=float(df_prior),
+        n_genes_fitted=int(n_genes_fitted),
     )
 
 

@@ -32,8 +32,12 @@ DESeq2"). This module holds R's procedures, vectorised over genes:
   higher count than the outlier only for a design with a single two-level factor; pydeseq2 applies
   that exception to every design.
 
+* **Wald covariance.** R floors the means at ``min_mu`` in the weights and puts a ridge of 1e-6 on the
+  log2-scale coefficients (:data:`R_RIDGE_NATURAL_LOG`); pydeseq2 uses the unfloored means.
+
 The functions take genes-by-samples arrays (one row per gene) and are independent of pydeseq2;
-``de.py`` wires them into its dataset and statistics classes.
+nb_engines.py wires them into its dataset and statistics classes. BH is the shared
+``contract.benjamini_hochberg``: SciPy's arithmetic is R's ``p.adjust`` to the last bit.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import digamma, gammaln, polygamma
 from statsmodels.nonparametric.smoothers_lowess import lowess as cleveland_lowess
+
+from il6axis.de.contract import benjamini_hochberg
 
 # DESeq2 estimateDispersions* defaults.
 MIN_DISP = 1e-8
@@ -65,6 +71,8 @@ TREND_COEF_TOL = 1e-6
 TREND_MAX_ITER = 10
 GLM_EPSILON = 1e-8
 GLM_MAXIT = 25
+# R's ridge on the coefficients (lambda = 1e-6 on the log2 scale), on the natural-log scale of the fit.
+R_RIDGE_NATURAL_LOG = 1e-6 / np.log(2) ** 2
 # pvalueAdjustment: theta grid and lowess span.
 FILTER_GRID = 50
 FILTER_LOWESS_FRAC = 1 / 5
@@ -440,18 +448,3 @@ def r_lowess(x: np.ndarray, y: np.ndarray, frac: float) -> np.ndarray:
     """R ``lowess(x, y, f = frac)$y`` (iter = 3, delta = 1% of the x range) for sorted ``x``."""
     delta = 0.01 * float(np.ptp(x))
     return cleveland_lowess(y, x, frac=frac, it=3, delta=delta, return_sorted=False)
-
-
-def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
-    """R ``p.adjust(p, "BH")``: NA stays NA and does not count as a test."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    n = int(ok.sum())
-    if n:
-        order = np.argsort(p[ok])[::-1]
-        ranked = np.minimum.accumulate(n / np.arange(n, 0, -1) * p[ok][order])
-        vals = np.empty(n)
-        vals[order] = np.minimum(ranked, 1.0)
-        out[ok] = vals
-    return out

@@ -16,7 +16,7 @@ Both linear-model routes report differences in mean log2 normalised expression, 
 or whatever the submitters used), which matters for barely expressed genes alone. They are pooled with each
 other. Either differs from an NB log2 fold change (a ratio of geometric, not arithmetic, means, with another
 variance model), so the meta-analysis pools them with count cohorts only as a sensitivity analysis
-(``il6axis.analysis.meta.run_meta``). The value type still names the log scale in figure labels
+(``il6axis.analysis.meta.run.run_meta``). The value type still names the log scale in figure labels
 (:func:`log_scale_name`).
 
 The choice is recorded in the cohort AnnData (``uns["value_type"]``) when it is built, so every later
@@ -26,20 +26,13 @@ step reads it from its input rather than from the config; the scale is derived f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import anndata as ad
 
 from il6axis.cohort.value_scale import COUNTS, LINEAR_MODEL_TYPES, LOG2_NORMALISED, NORMALISED
-
-if TYPE_CHECKING:  # the fitting modules import pydeseq2; building a cohort needs only the constants
-    from il6axis.de.nb import DeResult, DeSettings
+from il6axis.de.contract import SCALE_COUNTS, SCALE_NORMALISED, DeResult, DeSettings
 
 __all__ = [
-    "LOG2_NORMALISED",
-    "NORMALISED",
-    "SCALE_COUNTS",
-    "SCALE_NORMALISED",
     "fit_severity",
     "is_log2",
     "is_normalised",
@@ -49,8 +42,6 @@ __all__ = [
     "value_type_of",
 ]
 
-SCALE_COUNTS = "log2_counts"
-SCALE_NORMALISED = "log2_normalised"
 MODEL_NB = "negative-binomial GLM (pydeseq2, Wald test)"
 MODEL_LINEAR = "linear model on log2(value + 1), moderated t (limma-trend method)"
 MODEL_LINEAR_LOG2 = (
@@ -100,6 +91,8 @@ def fit_severity(adata: ad.AnnData, covariates: Sequence[str], settings: DeSetti
     stat, pvalue, padj, tested, not_tested_reason), so panel tables, plots and the meta-analysis do not
     need to know which model ran; ``scale`` tells them what the effect means.
     """
+    # The backends are imported here, not at the top: the cohort and figure steps read this module's
+    # value-type helpers in environments without pydeseq2 / formulaic (envs/cohorts.yaml, envs/plots.yaml).
     if is_normalised(adata):
         from il6axis.de.linear import run_log_linear
 

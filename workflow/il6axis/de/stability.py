@@ -40,7 +40,9 @@ still be called, the other genes' p-values held as they were):
 * ``not_tested`` (not fitted, a Cook's outlier, or absent) and ``not_assessed`` (``de.stability.enabled``
   false).
 
-The module needs no pydeseq2: :func:`nb_inputs_from_dataset` reads a fitted dataset's arrays.
+The backends hand over what the refits need (``nb.nb_refit_inputs``, ``linear.linear_refit_inputs``;
+the containers are the contract's); the refits reuse the backends' own arithmetic (``nb_kernels``'
+Wald test, ``linear``'s OLS), and the module needs no pydeseq2.
 """
 
 from __future__ import annotations
@@ -48,14 +50,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import stats
 
+from il6axis.de.contract import LinearRefitInputs, NbRefitInputs, StabilitySettings
+from il6axis.de.linear import fit_linear_models
+from il6axis.de.nb_kernels import wald_block
 from il6axis.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -63,22 +68,19 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BORDERLINE",
     "CLASSES",
-    "LinearRefitInputs",
     "NEAR_MISS",
     "NOT_ASSESSED",
     "NOT_CALLED",
     "NOT_TESTED",
-    "NbRefitInputs",
     "ROBUST",
     "RefitResult",
-    "StabilitySettings",
     "classify",
     "leave_one_out",
-    "linear_inputs",
-    "nb_inputs_from_dataset",
+    "panel_genes",
     "panel_stability",
     "rejection_cutoff",
-    "stability_settings",
+    "run_panel_stability",
+    "self_check",
 ]
 
 ROBUST = "robust"
@@ -88,7 +90,6 @@ NOT_CALLED = "not_called"
 NOT_TESTED = "not_tested"
 NOT_ASSESSED = "not_assessed"
 CLASSES = (ROBUST, BORDERLINE, NEAR_MISS, NOT_CALLED, NOT_TESTED, NOT_ASSESSED)
-METHODS = ("leave_one_out",)
 # IRLS of the refits: DESeq2's convergence rule (relative deviance change) and divergence guard.
 IRLS_TOL = 1e-8
 IRLS_MAXIT = 100
@@ -123,74 +124,6 @@ COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class StabilitySettings:
-    """``de.stability`` of the config (schema defaults: enabled, leave_one_out, near-miss factor 2)."""
-
-    enabled: bool = True
-    method: str = "leave_one_out"
-    near_miss_factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"de.stability.method is {self.method!r}; use one of {', '.join(METHODS)}.")
-        if not (isinstance(self.near_miss_factor, int | float) and self.near_miss_factor >= 1):
-            raise InputError(
-                f"de.stability.near_miss_factor is {self.near_miss_factor!r}; use a number >= 1 (e.g. 2: "
-                "a gene with padj < 2 * alpha that is not called is a near miss)."
-            )
-
-
-def stability_settings(config: Mapping[str, Any] | None) -> StabilitySettings | None:
-    """Settings from the ``de.stability`` mapping; None (no key: e.g. a module user's own rule) = off."""
-    if config is None:
-        return None
-    known = {"enabled", "method", "near_miss_factor"}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise InputError(f"de.stability has unknown key(s) {unknown}; known: {sorted(known)}.")
-    return StabilitySettings(
-        enabled=bool(config.get("enabled", True)),
-        method=str(config.get("method", "leave_one_out")),
-        near_miss_factor=float(config.get("near_miss_factor", 2.0)),
-    )
-
-
-# ---------------------------------------------------------------------------------------- refit inputs
-
-
-@dataclass
-class NbRefitInputs:
-    """What the NB refits of some genes need from the full fit (natural-log coefficients, as pydeseq2)."""
-
-    genes: list[str]
-    samples: list[str]
-    counts: np.ndarray  # samples x genes: the counts the full fit used (Cook's replacements included)
-    size_factors: np.ndarray  # samples
-    design: np.ndarray  # samples x p
-    coef_index: int  # the severity column
-    dispersions: np.ndarray  # genes
-    beta: np.ndarray  # genes x p, the full fit's coefficients (start of the IRLS)
-    min_mu: float
-    irls_ridge: float  # pydeseq2's IRLS ridge (natural-log scale)
-    wald_ridge: float
-    wald_floor_mu: bool  # R's Wald: means floored at min_mu
-
-
-@dataclass
-class LinearRefitInputs:
-    """What the linear-model refits need from the full fit: the modelled log2 values and the prior."""
-
-    genes: list[str]
-    samples: list[str]
-    values: np.ndarray  # samples x genes, log2 scale as modelled
-    design: np.ndarray  # samples x p
-    coef_index: int
-    s2_prior: np.ndarray  # genes: the full fit's prior variance s0^2 (trend at the gene's AveExpr)
-    df_prior: float  # d0 (may be inf)
-    n_genes_fitted: int  # genes in the full fit (limma caps the total df at their pooled residual df)
-
-
 @dataclass
 class RefitResult:
     """One row per left-out sample, one column per gene (log2 scale)."""
@@ -201,69 +134,6 @@ class RefitResult:
     stat: np.ndarray
     pvalue: np.ndarray
     seconds: float = 0.0
-
-
-def nb_inputs_from_dataset(dds: Any, genes: Iterable[str], coef: str, engine_r: bool) -> NbRefitInputs | None:
-    """Refit inputs of ``genes`` (those fitted with counts left) from a fitted pydeseq2 ``DeseqDataSet``.
-
-    Genes DESeq2 refitted after replacing Cook's outliers take the replaced counts, as their full fit did.
-    """
-    names = pd.Index(dds.var_names)
-    wanted = [g for g in dict.fromkeys(genes) if g in names]
-    if not wanted:
-        return None
-    idx = names.get_indexer(wanted)
-    counts = np.asarray(dds.X[:, idx], dtype=float)
-    refit_set = getattr(dds, "counts_to_refit", None)
-    if refit_set is not None and "refitted" in dds.var:
-        refitted = pd.Index(refit_set.var_names)
-        for j, gene in enumerate(wanted):
-            if bool(dds.var["refitted"].iloc[idx[j]]) and gene in refitted:
-                counts[:, j] = np.asarray(refit_set[:, gene].X, dtype=float).ravel()
-    keep = counts.any(axis=0) & np.isfinite(dds.var["dispersions"].to_numpy()[idx])
-    design = dds.obsm["design_matrix"]
-    from il6axis.de.nb import R_RIDGE_NATURAL_LOG  # the engines' constants live with the engines
-
-    return NbRefitInputs(
-        genes=[g for g, k in zip(wanted, keep, strict=True) if k],
-        samples=[str(s) for s in dds.obs_names],
-        counts=counts[:, keep],
-        size_factors=dds.obs["size_factors"].to_numpy(dtype=float),
-        design=design.to_numpy(dtype=float),
-        coef_index=list(design.columns).index(coef),
-        dispersions=dds.var["dispersions"].to_numpy(dtype=float)[idx][keep],
-        beta=dds.varm["LFC"].to_numpy(dtype=float)[idx][keep],
-        min_mu=float(dds.min_mu),
-        irls_ridge=1e-6,
-        wald_ridge=R_RIDGE_NATURAL_LOG if engine_r else 1e-6,
-        wald_floor_mu=engine_r,
-    )
-
-
-def linear_inputs(
-    values: pd.DataFrame,
-    design: pd.DataFrame,
-    coef: str,
-    s2_prior: pd.Series,
-    df_prior: float,
-    n_genes_fitted: int,
-    genes: Iterable[str],
-) -> LinearRefitInputs | None:
-    """Refit inputs of ``genes`` (those the linear fit tested) from the modelled log2 values (samples x
-    genes), the design and the full fit's prior (``s2_prior`` indexed by gene)."""
-    wanted = [g for g in dict.fromkeys(genes) if g in s2_prior.index and g in values.columns]
-    if not wanted:
-        return None
-    return LinearRefitInputs(
-        genes=wanted,
-        samples=[str(s) for s in values.index],
-        values=values.loc[:, wanted].to_numpy(dtype=float),
-        design=design.to_numpy(dtype=float),
-        coef_index=list(design.columns).index(coef),
-        s2_prior=s2_prior.loc[wanted].to_numpy(dtype=float),
-        df_prior=float(df_prior),
-        n_genes_fitted=int(n_genes_fitted),
-    )
 
 
 # -------------------------------------------------------------------------------------------- refits
@@ -314,7 +184,6 @@ def _nb_block(inp: NbRefitInputs, keep: np.ndarray) -> tuple[np.ndarray, np.ndar
     mask = keep.astype(float)[:, None, :]  # refits x 1 x samples
     sf = inp.size_factors
     log_sf = np.log(sf)
-    alpha = inp.dispersions[None, :, None]
     beta = np.broadcast_to(inp.beta, (keep.shape[0], *inp.beta.shape)).copy()  # refits x genes x p
     ridge = inp.irls_ridge * np.eye(p)
     active = np.ones(beta.shape[:2], dtype=bool)
@@ -350,20 +219,27 @@ def _nb_block(inp: NbRefitInputs, keep: np.ndarray) -> tuple[np.ndarray, np.ndar
             failed[r[diverged], g[diverged]] = True
             active[r[done], g[done]] = False
     failed |= active  # not converged in IRLS_MAXIT iterations
+    # The Wald test of every (refit, gene) pair as one block of "genes" of pydeseq2's test. A left-out
+    # sample's mean is set to 0, which gives it weight 0 (the mask of the IRLS above).
     eta = np.einsum("sp,rgp->rgs", x, beta)
     mu = sf * np.exp(eta)
     if inp.wald_floor_mu:
         mu = np.maximum(mu, inp.min_mu)
-    w = mu / (1.0 + mu * alpha) * mask
-    gram = np.einsum("si,rgs,sj->rgij", x, w, x)
-    h = np.linalg.inv(gram + inp.wald_ridge * np.eye(p))
-    hc = h[..., inp.coef_index]  # H c for the unit contrast on the severity column
-    se = np.sqrt(np.einsum("rgi,rgij,rgj->rg", hc, gram, hc))
-    coef = beta[..., inp.coef_index]
+    mu *= mask
+    n_pairs = beta.shape[0] * beta.shape[1]
+    contrast = np.eye(p)[inp.coef_index]  # the unit contrast on the severity column
     with np.errstate(divide="ignore", invalid="ignore"):
-        stat = coef / se
-    pvalue = 2 * stats.norm.sf(np.abs(stat))
-    lfc = coef / math.log(2)
+        pvalue, stat, _ = wald_block(
+            x,
+            np.tile(inp.dispersions, beta.shape[0]),
+            beta.reshape(n_pairs, p),
+            mu.reshape(n_pairs, -1).T,
+            inp.wald_ridge * np.eye(p),
+            contrast,
+            0.0,
+        )
+    pvalue, stat = pvalue.reshape(beta.shape[:2]), stat.reshape(beta.shape[:2])
+    lfc = beta[..., inp.coef_index] / math.log(2)
     for arr in (lfc, stat, pvalue):
         arr[failed] = np.nan
     return lfc, stat, pvalue
@@ -380,25 +256,19 @@ def _linear_refits(inp: LinearRefitInputs, keep: np.ndarray) -> tuple[np.ndarray
         used = np.flatnonzero(np.abs(x).sum(axis=0) > 0)  # a level only the left-out sample had
         if inp.coef_index not in used:
             continue
-        x = x[:, used]
         j = int(np.flatnonzero(used == inp.coef_index)[0])
-        rank = int(np.linalg.matrix_rank(x))
-        df = x.shape[0] - x.shape[1]
-        if rank < x.shape[1] or df < 1:
-            continue  # no unique estimate without this sample: counts as a refit without the call
-        q, rr = np.linalg.qr(x)
-        beta = linalg.solve_triangular(rr, q.T @ y)
-        resid = y - x @ beta
-        s2 = np.einsum("ij,ij->j", resid, resid) / df
-        r_inv = linalg.solve_triangular(rr, np.eye(x.shape[1]))
-        unscaled = math.sqrt(float(r_inv[j] @ r_inv[j]))
+        try:
+            fit = fit_linear_models(y, x[:, used])
+        except InputError:  # rank-deficient or no residual df without this sample: no unique estimate,
+            continue  # which counts as a refit without the call
+        df = fit.df_residual
         if np.isinf(inp.df_prior):
             post = inp.s2_prior
         else:
-            post = (inp.df_prior * inp.s2_prior + df * s2) / (inp.df_prior + df)
+            post = (inp.df_prior * inp.s2_prior + df * fit.s2) / (inp.df_prior + df)
         df_total = min(df + inp.df_prior, df * inp.n_genes_fitted)
-        lfc[r] = beta[j]
-        stat[r] = beta[j] / (np.sqrt(post) * unscaled)
+        lfc[r] = fit.coefficients[j]
+        stat[r] = fit.coefficients[j] / (np.sqrt(post) * fit.stdev_unscaled[j])
         pvalue[r] = 2 * stats.t.sf(np.abs(stat[r]), df_total)
     return lfc, stat, pvalue
 

@@ -1,116 +1,37 @@
-"""Differential-expression figures of one cohort (volcano, MA plot, p-value histogram) and the small
-helpers every per-cohort figure shares (titles, effect annotations, haloed labels, outlier clipping).
+"""Differential-expression figures of one cohort: volcano, MA plot, p-value histogram.
 
 Each figure is a function returning a matplotlib ``Figure`` built from in-memory tables (``*_figure``
 adds the report's title from the DE summary), so the plotting logic is testable without Snakemake;
-:func:`il6axis.figures.cohort.write_cohort_figures` reads the files and saves them.
+:func:`il6axis.figures.cohort.write_cohort_figures` reads the files and saves them. Titles, labels and
+number formats shared with the other per-cohort figures are in :mod:`il6axis.figures.common`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.patheffects as pe  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from adjustText import adjust_text  # noqa: E402
-
-from il6axis.analysis.genesets import CORE_SIGNALLING  # noqa: E402
-from il6axis.cohort.contrast import Contrast, contrast_from_summary  # noqa: E402
-from il6axis.errors import InputError  # noqa: E402
-from il6axis.figures.style import DIRECTION_PALETTE, despine  # noqa: E402
+from il6axis.analysis.genesets import CORE_SIGNALLING
+from il6axis.cohort.contrast import Contrast
+from il6axis.errors import InputError
+from il6axis.figures.common import HALO, halo_text, repel_labels, summary_contrast, summary_title
+from il6axis.figures.style import despine
+from il6axis.vocabulary import DIRECTION_PALETTE
 
 log = logging.getLogger(__name__)
 
 
 DIRECTION_ORDER = ["not significant", "down in severe", "up in severe"]
-# Labels drawn over dense point clouds stay readable with a white outline.
-HALO = [pe.withStroke(linewidth=2.2, foreground="white")]
-# Label repulsion (adjustText) runs a fixed number of iterations instead of its default one second of
-# wall time, so the same table always gives the same figure whatever the machine load. An iteration
-# costs roughly in proportion to the number of labels, so the budget is iterations x labels, capped
-# at LABEL_ITERATIONS (which settles every label set of the demo and GEO cohorts that can settle).
-LABEL_ITERATIONS = 300
-LABEL_WORK = 4000
 
 
 # ----------------------------------------------------------------------------------------------------
-# Shared helpers (also used by il6axis.figures.cohort)
+# Shared by the volcano and the MA plot
 # ----------------------------------------------------------------------------------------------------
-
-
-def contrast_title(
-    cohort: str, n_per_group: Mapping[str, int], what: str, contrast: Contrast | None = None
-) -> str:
-    """'{cohort}: ICU (n=..) vs non-ICU (n=..)' (the declared contrast; severe vs mild by default) on the
-    first line, what the figure shows on the second. A contrast that is not a severity contrast says so."""
-    contrast = contrast or Contrast()
-    head = f"{cohort}: {contrast.with_n(n_per_group)}"
-    if not contrast.is_severity:
-        head += f" ({contrast.kind_label}, not a severity contrast)"
-    return f"{head}\n{what}" if what else head
-
-
-def summary_contrast(summary: Mapping) -> Contrast:
-    """The declared contrast of a DE summary (severe vs mild for summaries written before it existed)."""
-    return contrast_from_summary(summary, source=f"summary.json of {summary.get('cohort', '?')}")
-
-
-def summary_title(summary: Mapping, what: str) -> str:
-    """:func:`contrast_title` from a DE summary: cohort, declared contrast with n, then ``what``."""
-    return contrast_title(summary["cohort"], summary["n_per_group"], what, summary_contrast(summary))
-
-
-def read_summary(path: str | Path) -> dict:
-    """The DE summary JSON (cohort, design, n_per_group, alpha, ...), checked for the keys titles need."""
-    with open(path, encoding="utf-8") as fh:
-        summary = json.load(fh)
-    missing = [k for k in ("cohort", "n_per_group") if k not in summary]
-    if missing:
-        raise InputError(f"{path}: DE summary lacks {missing}; rerun the deseq2 rule that writes it.")
-    return summary
-
-
-def format_p(p: float) -> str:
-    """Compact p / q value: 2 significant digits, scientific below 0.001, 'NA' when missing."""
-    if p is None or not np.isfinite(p):
-        return "NA"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.2g}"
-
-
-def format_estimate(value: float) -> str:
-    """Two decimals, without the '-0.00' that rounding a tiny negative value produces."""
-    text = f"{value:.2f}"
-    return "0.00" if text == "-0.00" else text
-
-
-def estimate_ci(estimate: float, low: float, high: float) -> str:
-    """'0.55 [0.27, 0.82]' (bracket = confidence interval)."""
-    est, lo, hi = (format_estimate(float(v)) for v in (estimate, low, high))
-    return f"{est} [{lo}, {hi}]"
-
-
-def effect_text(
-    label: str, estimate: float, low: float, high: float, padj: float, q_label: str = "padj"
-) -> str:
-    """'label 0.55 [0.27, 0.82], padj 0.003' (bracket = confidence interval)."""
-    return f"{label} {estimate_ci(estimate, low, high)}, {q_label} {format_p(padj)}"
-
-
-def halo_text(ax: plt.Axes, x: float, y: float, text: str, **kwargs) -> plt.Text:
-    """A data label with a white outline so it stays legible on top of coloured points."""
-    kwargs.setdefault("fontsize", 7)
-    kwargs.setdefault("zorder", 5)
-    return ax.text(x, y, text, path_effects=HALO, **kwargs)
 
 
 def robust_limit(values: pd.Series, keep: Sequence[float] = (), quantile: float = 0.999) -> float:
@@ -240,14 +161,6 @@ def _circle_and_label(ax: plt.Axes, data: pd.DataFrame, x: str, y: str, genes: S
     panel = data[data["gene"].isin(set(genes))]
     ax.scatter(panel[x], panel[y], s=26, facecolors="none", edgecolors="black", linewidths=0.8, zorder=4)
     return [halo_text(ax, r[x], r[y], r["gene"]) for _, r in panel.iterrows()]
-
-
-def repel_labels(texts: list, ax: plt.Axes, **kwargs) -> None:
-    """Move overlapping data labels apart (adjustText), deterministically: a fixed iteration budget
-    instead of adjustText's default time limit. ``kwargs`` go to ``adjust_text`` (arrowprops, expand)."""
-    if texts:
-        iterations = int(np.clip(LABEL_WORK // len(texts), 50, LABEL_ITERATIONS))
-        adjust_text(texts, ax=ax, iter_lim=iterations, **kwargs)
 
 
 def _adjust(texts: list, ax: plt.Axes) -> None:
@@ -447,9 +360,3 @@ def pvalue_histogram_figure(table: pd.DataFrame, summary: Mapping) -> plt.Figure
         tested &= table["tested"].astype(str).str.lower().isin(["true", "1"])
     what = f"p-value distribution of {int(tested.sum())} tested genes"
     return pvalue_histogram(table, summary_title(summary, what))
-
-
-def grid_shape(n_panels: int, max_cols: int = 4) -> tuple[int, int]:
-    """Rows and columns for ``n_panels`` small multiples, at most ``max_cols`` wide."""
-    n_cols = max(1, min(max_cols, n_panels))
-    return max(1, math.ceil(n_panels / n_cols)), n_cols

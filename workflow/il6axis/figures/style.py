@@ -1,4 +1,6 @@
-"""One visual language for every figure of the report: severity palette, direction palette, saving."""
+"""How every figure of the report is saved and framed: one resolution, one crop, open axes, group labels.
+
+The colours and words (severity, direction, tissue and stratum palettes) are in :mod:`il6axis.vocabulary`."""
 
 from __future__ import annotations
 
@@ -6,20 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-# Fixed SVG element ids (random by default), so reruns write byte-identical SVGs.
-matplotlib.rcParams["svg.hashsalt"] = "il6axis"
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-# Severity groups: mild (the reference) cool, severe warm; excluded samples grey.
-SEVERITY_PALETTE = {"mild": "#4c72b0", "severe": "#c44e52", "excluded": "#9e9e9e"}
-SEVERITY_ORDER = ["mild", "severe"]
-# Direction of change in severe relative to mild (volcano, MA, heatmaps of calls).
-DIRECTION_PALETTE = {"up in severe": "#c0392b", "down in severe": "#2471a3", "not significant": "#b3b6b7"}
-# Diverging colour map for log2 fold changes and z-scores: blue = lower in severe, red = higher.
-DIVERGING_CMAP = "RdBu_r"
 DPI = 150
 
 

@@ -1,30 +1,26 @@
-"""Per-cohort analyses beside the primary DE: expression tables, pathway scores and their tests, the
-orientation check and the neutrophil-composition sensitivity fit.
+"""One cohort's expression tables and pathway scores, as rule ``expression_scores`` writes them.
 
-Each function here composes the specialised modules (expression, scores, orientation, composition, de)
-into the tables one workflow rule writes, so the rule scripts stay thin.
+Composes :mod:`~il6axis.analysis.expression` (size factors, VST, the IL-6 panel by group),
+:mod:`~il6axis.analysis.scores` (two per-sample scores per gene set, their models, the competitive test)
+and :func:`il6axis.analysis.composition.neutrophil_score` (stored for the composition sensitivity rule),
+so the rule script stays thin.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from il6axis.analysis import composition, expression, orientation, scores
-from il6axis.de.nb import DeSettings
-from il6axis.de.routing import fit_severity, is_log2, is_normalised, value_type_of
-from il6axis.errors import InputError
+from il6axis.analysis import composition, expression, scores
+from il6axis.de.routing import is_log2, is_normalised, value_type_of
 
 log = logging.getLogger(__name__)
-
-METHODS = ("mean_z", "score_genes")
 
 
 @dataclass(frozen=True)
@@ -43,9 +39,29 @@ class ScoreSettings:
     alpha: float = 0.05
     n_cpus: int = 1
 
+    @classmethod
+    def from_config(cls, scores_config: Mapping[str, Any], alpha: float, n_cpus: int) -> ScoreSettings:
+        """The settings of the config's ``scores`` block, with the DE ``alpha`` (config ``de.alpha``) and
+        the cores the rule was given (``n_cpus``)."""
+        return cls(
+            vst_nsub=scores_config["vst_nsub"],
+            min_genes=scores_config["min_genes"],
+            ctrl_size=scores_config["ctrl_size"],
+            n_bins=scores_config["n_bins"],
+            random_state=scores_config["random_state"],
+            permutations=scores_config["permutations"],
+            seed=scores_config["seed"],
+            min_size=scores_config["min_size"],
+            max_size=scores_config["max_size"],
+            alpha=alpha,
+            n_cpus=n_cpus,
+        )
+
 
 @dataclass
 class ExpressionResult:
+    """Everything rule ``expression_scores`` writes for one cohort (the tables in the script's layout)."""
+
     adata: ad.AnnData  # contrast samples: counts in X, layers normalised / vst, obsm pathway scores
     panel_expression: pd.DataFrame
     scores_long: pd.DataFrame  # sample, severity, set, method, score
@@ -195,69 +211,3 @@ def expression_and_scores(
         score_effects=score_effects_table(models),
         gsea=gsea,
     )
-
-
-def write_tsv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Tab-separated, no index, 6 significant digits: stable text for byte-identical reruns."""
-    frame.to_csv(path, sep="\t", index=False, float_format="%.6g", lineterminator="\n")
-
-
-def run_orientation(
-    de_table: pd.DataFrame,
-    markers: pd.DataFrame,
-    tissue: str,
-    alpha: float,
-    cohort: str,
-    table_path: str | Path,
-    verdict_path: str | Path,
-    fail_on_reversed: bool = True,
-) -> orientation.OrientationVerdict:
-    """Orientation table and verdict; a reversed or inconclusive cohort is a WARNING in the log, and a
-    reversed one stops the run unless ``fail_on_reversed`` is off (a flipped contrast flips every sign)."""
-    table, verdict = orientation.orientation_check(de_table, markers, tissue=tissue, alpha=alpha)
-    orientation.log_verdict(verdict, cohort, log)
-    if verdict.status == orientation.REVERSED and fail_on_reversed:
-        raise InputError(
-            f"{cohort}: {verdict.message}. Check severity.severe / severity.mild for this cohort in config; "
-            f"if the direction is genuinely unusual, set qc.fail_on_reversed: false to continue."
-        )
-    write_tsv(table, table_path)
-    Path(verdict_path).write_text(json.dumps({"cohort": cohort, **verdict.__dict__}, indent=2) + "\n")
-    return verdict
-
-
-def run_composition(
-    analysis: ad.AnnData,
-    primary: pd.DataFrame,
-    settings: DeSettings,
-    alpha: float,
-    adjusted_path: str | Path,
-    comparison_path: str | Path,
-    status_path: str | Path,
-) -> dict:
-    """Refit DE with the neutrophil score as covariate where the material allows; compare with primary."""
-    tissue = str(analysis.uns.get("tissue", "other"))
-    score = analysis.obs.get(composition.SCORE_COLUMN)
-    available = score is not None and bool(np.isfinite(score.astype(float)).all())
-    adjust, reason = composition.should_adjust(
-        tissue, available, str(analysis.uns.get("neutrophil_score", ""))
-    )
-    status = {
-        "cohort": analysis.uns.get("cohort", ""),
-        "tissue": tissue,
-        "adjusted": adjust,
-        "reason": reason,
-    }
-    if adjust:
-        covariates = [*analysis.uns.get("covariates", []), composition.SCORE_COLUMN]
-        adjusted = fit_severity(analysis, covariates, settings).table
-        comparison = composition.compare_fits(primary, adjusted, alpha=alpha)
-        status["n_composition_driven"] = int((comparison["label"] == composition.COMPOSITION_DRIVEN).sum())
-    else:
-        adjusted = primary.iloc[0:0]
-        comparison = pd.DataFrame(columns=["gene", "label"])
-    log.info("composition sensitivity: %s", reason)
-    write_tsv(adjusted, adjusted_path)
-    write_tsv(comparison, comparison_path)
-    Path(status_path).write_text(json.dumps(status, indent=2) + "\n")
-    return status
