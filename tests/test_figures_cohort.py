@@ -12,6 +12,7 @@ import json
 import re
 
 import anndata as ad
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -233,6 +234,112 @@ def test_cohort_qc_writes_the_tables_the_figures_read(cohort, expression, resour
     fqc.pca_plot(pca, variance, SUMMARY)
     with pytest.raises(InputError, match="lacks column"):
         fqc.read_qc_table(outputs.pca_variance, fqc.PCA_COLUMNS)
+
+
+# Reads QC of a cohort counted from reads: thresholds of the test, the planted failures.
+MIN_RATE, MIN_PAIRS = 0.5, 5_000_000
+LOW_RATE_SAMPLE, FEW_PAIRS_SAMPLE = 2, 9  # positions in the cohort
+
+
+def _sample_qc(adata: ad.AnnData, path) -> pd.DataFrame:
+    """sample_qc.tsv (rule tximport) for the cohort's samples, named by library (obs ``library_name``),
+    with one low mapping rate and one shallow sample planted, and one reads sample not in the cohort."""
+    n = adata.n_obs
+    rate = np.linspace(0.82, 0.93, n)
+    rate[LOW_RATE_SAMPLE] = 0.31
+    fragments = np.full(n, 20_000_000)
+    fragments[FEW_PAIRS_SAMPLE] = 3_100_000
+    table = pd.DataFrame(
+        {
+            "sample": [*adata.obs["library_name"], "L_not_in_cohort"],
+            "runs": "R",
+            "n_runs": 1,
+            "reads_before_filtering": [*(2.1 * fragments).astype(int), 1000],
+            "reads_after_filtering": [*(2 * fragments).astype(int), 900],
+            "fragments_processed": [*fragments, 450],
+            "fragments_mapped": [*(rate * fragments).astype(int), 400],
+            "mapping_rate": [*rate, 0.89],
+            "libtype_detected": "ISR",
+            "strandedness_detected": "reverse",
+        }
+    )
+    table["low_mapping_rate"] = table["mapping_rate"] < MIN_RATE
+    table["low_library_size"] = table["fragments_processed"] < MIN_PAIRS
+    table.to_csv(path, sep="\t", index=False)
+    return table
+
+
+@pytest.fixture
+def reads_cohort(cohort, tmp_path):
+    """The test cohort as if counted from reads: its reads samples are named by library, not by sample id
+    (matched through the obs column ``library_name``), and its sample_qc.tsv."""
+    adata = cohort[0].copy()
+    adata.obs["library_name"] = [f"L{i:03d}" for i in range(adata.n_obs)]
+    _sample_qc(adata, tmp_path / "sample_qc.tsv")
+    reads = qc.ReadsQcInput(tmp_path / "sample_qc.tsv", MIN_RATE, MIN_PAIRS)
+    return adata, reads
+
+
+def test_reads_qc_joins_mapping_rate_and_flags_to_the_cohort_samples(reads_cohort):
+    adata, reads = reads_cohort
+    library = qc.with_reads_qc(qc.library_table(adata), adata.obs, reads, 0.3)
+    assert list(library.index) == list(adata.obs_names)  # the extra reads sample is not in the cohort
+    assert list(library["reads_sample"]) == list(adata.obs["library_name"])
+    low_rate, few_pairs = adata.obs_names[LOW_RATE_SAMPLE], adata.obs_names[FEW_PAIRS_SAMPLE]
+    assert list(library.index[library["low_mapping_rate"]]) == [low_rate]
+    assert list(library.index[library["low_read_pairs"]]) == [few_pairs]
+    assert library.loc[low_rate, "mapping_rate"] == pytest.approx(0.31)
+    assert library.loc[low_rate, "reads_flags"] == "mapping rate 31% < 50%"
+    assert library.loc[few_pairs, "reads_flags"] == "3.1 M fragments < 5 M"
+    assert (library.drop(index=[low_rate, few_pairs])["reads_flags"] == "").all()
+    assert (library["min_library_fraction"] == 0.3).all() and (library["libtype_detected"] == "ISR").all()
+    # Flagged, never dropped: every sample keeps its severity and library columns.
+    pd.testing.assert_frame_equal(library[list(fqc.LIBRARY_COLUMNS[1:])], qc.library_table(adata))
+
+
+def test_reads_qc_refuses_stale_or_foreign_tables(reads_cohort, tmp_path):
+    adata, reads = reads_cohort
+    table = pd.read_csv(reads.path, sep="\t")
+    stale = tmp_path / "stale.tsv"
+    table.assign(low_mapping_rate=False).to_csv(stale, sep="\t", index=False)
+    with pytest.raises(
+        InputError, match=r"stale.tsv: column 'low_mapping_rate' disagrees .* rerun rule tximport"
+    ):
+        qc.with_reads_qc(qc.library_table(adata), adata.obs, qc.ReadsQcInput(stale, MIN_RATE, MIN_PAIRS))
+    short = tmp_path / "short.tsv"
+    table.drop(index=[4]).to_csv(short, sep="\t", index=False)
+    with pytest.raises(
+        InputError, match=rf"short.tsv: cohort sample\(s\) \['{adata.obs_names[4]}'\] have no row"
+    ):
+        qc.with_reads_qc(qc.library_table(adata), adata.obs, qc.ReadsQcInput(short, MIN_RATE, MIN_PAIRS))
+
+
+def test_library_figure_of_a_reads_cohort_shows_mapping_rate_and_flags(reads_cohort, tmp_path):
+    adata, reads = reads_cohort
+    library = qc.with_reads_qc(qc.library_table(adata), adata.obs, reads, 0.3)
+    fig = fqc.library_sizes(library, SUMMARY)
+    text = _figure_text(fig)
+    assert len(fig.axes) == 3 and fig.axes[2].get_ylabel() == "salmon mapping rate (% of fragments)"
+    assert fig.axes[2].get_ylim() == (0, 102) and "flag below 50%" in text
+    for position in (LOW_RATE_SAMPLE, FEW_PAIRS_SAMPLE):
+        assert adata.obs_names[position] in text
+    assert "ringed = flagged (2)" in text and "counted from reads" in text
+    assert f"all {adata.n_obs} samples" in text
+    save(fig, [tmp_path / "lib_reads.png", tmp_path / "lib_reads.svg"])
+    _png_ok(tmp_path / "lib_reads.png")
+    _svg_ok(tmp_path / "lib_reads.svg")
+    # A cohort not from reads keeps its two panels.
+    assert len(fqc.library_sizes(qc.library_table(adata), SUMMARY).axes) == 2
+    plt.close("all")
+
+
+def test_low_library_fraction_default_is_the_schemas(project_root):
+    import yaml
+
+    schema = yaml.safe_load((project_root / "workflow/schemas/config.schema.yaml").read_text())
+    assert (
+        schema["properties"]["qc"]["properties"]["min_library_fraction"]["default"] == qc.LOW_LIBRARY_FRACTION
+    )
 
 
 def test_pca_of_too_few_samples_says_so(expression):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_outputs_qc_and_temp_fastq(demo):
     trimmed = demo / "results/reads/trimmed"
     assert not trimmed.exists() or not any(trimmed.iterdir())
     assert all((demo / "results/reads_demo" / f).is_file() for f in runs["fastq_1"])
-    html = (demo / "results/reads/reads_demo/multiqc_report.html").read_text()
+    html = (demo / "results/reads/reads_demo/reads_demo.multiqc.html").read_text()
     assert "fastp" in html and "Salmon" in html
     for log in ["fastp/S02.log", "salmon_quant/reads_demo/S02.log", "tximport/reads_demo.log"]:
         assert (demo / "results/logs" / log).stat().st_size > 0, log
@@ -117,6 +118,31 @@ def test_isoform_switch_without_gene_change_is_not_called(demo, de_vs_truth):
     severe = cpm.loc[gene_id, samples[samples == "severe"].index].mean()
     mild = cpm.loc[gene_id, samples[samples == "mild"].index].mean()
     assert np.log2(severe / mild) < -0.5
+
+
+def test_reads_qc_reaches_the_qc_figure_and_the_report_with_multiqc(demo):
+    """library_sizes.tsv carries salmon's mapping rate and the flags, the QC figure gets its third panel,
+    and the HTML report holds the MultiQC report and a "Reads QC" section that points to it."""
+    qc = pd.read_csv(demo / "results/reads/reads_demo/sample_qc.tsv", sep="\t").set_index("sample")
+    library = pd.read_csv(demo / "results/qc/reads_demo/library_sizes.tsv", sep="\t").set_index("sample_id")
+    assert list(library.index) == list(qc.index)  # every sample, none dropped
+    assert library["mapping_rate"].to_numpy() == pytest.approx(qc["mapping_rate"].to_numpy())
+    assert (library["reads_before_filtering"] == qc["reads_before_filtering"]).all()
+    assert not library["low_mapping_rate"].any() and not library["low_read_pairs"].any()
+    assert (library["min_mapping_rate"] == 0.8).all()  # config/reads_demo.yaml reads.qc
+    headlines = (demo / "results/report/headlines.rst").read_text()
+    section = headlines.split("Reads QC\n--------\n", 1)[1]
+    median = f"{100 * qc['mapping_rate'].median():.1f}%"
+    assert f"- {median} (" in section and "``ISR`` (12); stated: reverse" in section
+    assert "No sample flagged in ``reads_demo``" in section and "`reads_demo.multiqc.html`_" in section
+    proc = run_snakemake(demo, PROJECT_ROOT / "config" / "reads_demo.yaml", "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    html = (demo / "report.html").read_text(encoding="utf-8")
+    assert "results/reads/reads_demo/reads_demo.multiqc.html" in html and "MultiQC: reads QC" in html
+    # The section is rendered into the front page, its link opens the MultiQC result, which is embedded.
+    assert 'id=\\"reads-qc\\"' in html and median in html
+    assert "showResultInfo('results/reads/reads_demo/reads_demo.multiqc.html')" in html
+    assert "data:text/html;charset=utf8;filename=reads_demo.multiqc.html;base64," in html
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -190,3 +216,31 @@ def test_transcript_ids_not_in_tx2gene_map_fail_clearly_without_output(bad_input
     workdir, stderr = bad_inputs
     assert "1 of 1 transcripts of the FASTA" in stderr and "not in the transcript->gene map" in stderr
     assert not (workdir / "results/reads/reference/tx2gene.tsv").exists()
+
+
+# --- per-sample jobs in parallel ----------------------------------------------------------------------
+
+# A job's start in Snakemake's log ("[local]rule X:" block up to "jobid: N") or its end, in order.
+_PER_SAMPLE_EVENT = re.compile(
+    r"^(?:local)?rule (?:fastp|salmon_quant):\n(?: {4}.*\n)*? {4}jobid: (?P<start>\d+)$"
+    r"|^Finished jobid: (?P<end>\d+) \(Rule: (?:fastp|salmon_quant)\)$",
+    flags=re.MULTILINE,
+)
+
+
+def test_per_sample_jobs_run_two_at_a_time_with_two_cores(demo):
+    """The demo fixture runs with --cores 2 and one thread per fastp / salmon_quant job, so a second
+    per-sample job must start before the first ends, and never more than two run at once. Read from the
+    run's own log (.snakemake/log/), which records job starts and ends in order."""
+    runs = pd.read_csv(demo / "results/reads_demo/runs.tsv", sep="\t")
+    running, started, most_at_once = set(), 0, 0
+    for log in sorted((demo / ".snakemake" / "log").glob("*.snakemake.log")):
+        for event in _PER_SAMPLE_EVENT.finditer(log.read_text()):
+            if event["start"]:
+                running.add(event["start"])
+                started += 1
+                most_at_once = max(most_at_once, len(running))
+            else:
+                running.discard(event["end"])
+    assert started == len(runs) + runs["sample"].nunique()  # one fastp per run, one salmon_quant per sample
+    assert most_at_once == 2

@@ -195,3 +195,85 @@ def test_report_settings_from_the_rule_params():
 
     settings = ReportSettings.from_params(Params)
     assert settings == ReportSettings(("GSE1", "demo"), 0.1, {"meta": {"alpha": 0.1}})
+
+
+# --- Reads QC section (cohorts counted from reads) -------------------------------------------------------
+
+
+def _reads_library(path, samples, rates, fragments, low_library=()) -> None:
+    """library_sizes.tsv of a reads cohort as rule cohort_qc writes it (analysis.qc.with_reads_qc)."""
+    from il6axis.analysis.qc import ReadsQcInput, reads_flag_text
+
+    reads = ReadsQcInput(path, 0.5, 5_000_000)
+    table = pd.DataFrame(
+        {
+            "severity": ["severe", "mild"] * (len(samples) // 2),
+            "total_millions": np.asarray(fragments) * 0.9 / 1e6,
+            "detected_genes": 15000,
+            "genes_in_matrix": 20000,
+            "low_library": [s in low_library for s in samples],
+            "reads_sample": samples,
+            "reads_before_filtering": np.asarray(fragments) * 2,
+            "reads_after_filtering": np.asarray(fragments) * 2 * 0.98,
+            "fragments_processed": fragments,
+            "mapping_rate": rates,
+            "libtype_detected": "ISR",
+            "strandedness_detected": "reverse",
+            "min_mapping_rate": 0.5,
+            "min_read_pairs": 5_000_000,
+            "min_library_fraction": 0.3,
+        },
+        index=pd.Index(samples, name="sample_id"),
+    )
+    table["low_mapping_rate"] = table["mapping_rate"] < 0.5
+    table["low_read_pairs"] = table["fragments_processed"] < 5_000_000
+    table["reads_flags"] = [reads_flag_text(r, reads) for _, r in table.iterrows()]
+    table.to_csv(path, sep="\t", na_rep="NA")
+
+
+def _render(text: str) -> str:
+    """Render with docutils, failing on any warning, with the link targets Snakemake's report defines."""
+    from docutils.core import publish_parts
+
+    targets = "\n\n.. _multiqc_report.html: #m\n.. _a_multiqc.html: #a\n.. _1. Quality control: #qc\n"
+    settings = {"halt_level": 2, "report_level": 2}
+    return publish_parts(text + targets, writer="html", settings_overrides=settings)["body"]
+
+
+def test_reads_qc_section_lists_flags_and_links_multiqc(tmp_path):
+    from il6axis.report.reads import read_reads_qc, reads_cohorts, reads_qc_section
+
+    samples = ["S1", "S2", "S3", "S4", "NA", "S6"]  # "NA" is a sample name, not a missing value
+    rates = [0.91, 0.88, 0.31, 0.93, 0.90, 0.89]
+    fragments = [20e6, 22e6, 21e6, 3.1e6, 19e6, 1e6]
+    _reads_library(tmp_path / "lib.tsv", samples, rates, fragments, low_library=["S6"])
+    config = {
+        "cohorts": {
+            "rc": {"counts": {"source": "reads", "reads": {"strandedness": "reverse"}}},
+            "geo": {"counts": {"source": "geo_ncbi"}},
+        }
+    }
+    assert reads_cohorts(["geo", "rc"], config) == ["rc"]
+    reads = read_reads_qc(["rc"], [tmp_path / "lib.tsv"], ["results/reads/rc/multiqc_report.html"], config)
+    text = "\n".join(reads_qc_section(reads))
+    html = _render(text)
+    assert text.startswith("Reads QC\n") and 'href="#m"' in html  # the MultiQC file link resolves
+    assert "- ``rc``: ``S3``: mapping rate 31% < 50%" in text
+    assert "- ``rc``: ``S4``: 3.1 M fragments < 5 M" in text
+    assert "- ``rc``: ``S6``: 1 M fragments < 5 M; library 0.9 M counts < 0.3 × cohort median" in text
+    assert "``NA``" not in text  # a sample that is fine is not listed
+    row = text.split("* - ``rc``")[1]
+    assert "6 (6 in the contrast)" in row and "89.5% (31.0–93.0)" in row and "98.0%" in row
+    assert "``ISR`` (6); stated: reverse" in row and row.split("\n")[6].strip() == "- 3"
+    # Two reads cohorts whose MultiQC files share a name: link to the category instead.
+    _reads_library(tmp_path / "lib2.tsv", ["T1", "T2"], [0.9, 0.9], [9e6, 9e6])
+    config["cohorts"]["rc2"] = config["cohorts"]["rc"]
+    paths = ["results/reads/rc/multiqc_report.html", "results/reads/rc2/multiqc_report.html"]
+    two = read_reads_qc(["rc", "rc2"], [tmp_path / "lib.tsv", tmp_path / "lib2.tsv"], paths, config)
+    text = "\n".join(reads_qc_section(two))
+    assert text.count("`1. Quality control`_") == 2 and "No sample flagged in ``rc2``" in text
+    _render(text)
+    assert reads_qc_section(None) == [] and reads_qc_section({}) == []
+    with pytest.raises(InputError, match="lack column"):
+        pd.DataFrame({"sample_id": ["x"]}).to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+        read_reads_qc(["rc"], [tmp_path / "bad.tsv"], ["m.html"], config)

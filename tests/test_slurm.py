@@ -4,16 +4,22 @@ Needs a running cluster with accounting, e.g. the single-node one of .ci/slurm/s
 Every check reads Slurm's own accounting records (sacct), not just Snakemake's word: each non-local job of
 the demo must be there as COMPLETED under the profile's partition and account, with deseq2's threads as its
 CPUs, and a job that exits 1 must be FAILED there while Snakemake stops with an error instead of waiting.
+The reads demo (issue 15) must run one job per FASTQ run (fastp) and per sample (salmon_quant), one index
+job, each with its rule's threads, memory and run time as Slurm saw them, several at once, and its
+simulation (a localrule) not on Slurm at all.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -34,7 +40,10 @@ pytestmark = [
 
 TEST_PROFILE = PROJECT_ROOT / "tests" / "slurm" / "profile"
 DEMO_CONFIG = PROJECT_ROOT / "config" / "demo.yaml"
+READS_DEMO_CONFIG = PROJECT_ROOT / "config" / "reads_demo.yaml"
 DEMO_TIMEOUT_S = 900
+# The reads demo is 40-odd Slurm jobs; ~7 min on the 2-CPU node of .ci/slurm (status polls included).
+READS_DEMO_TIMEOUT_S = 1800
 FAILING_TIMEOUT_S = 180
 
 FAILING_SNAKEFILE = """\
@@ -64,6 +73,20 @@ class SacctRecord:
     partition: str
     account: str
     alloc_cpus: int
+    req_mem_mb: int
+    time_limit_min: int
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class LoggedJob:
+    """What Snakemake asked for a non-local job, as its log shows it."""
+
+    rule: str
+    threads: int
+    mem_mb: int | None
+    runtime: int | None
 
 
 def run_on_slurm(
@@ -98,27 +121,64 @@ def run_id(log: str) -> str:
     return found[0]
 
 
-def remote_job_comments(log: str) -> set[str]:
-    """The --comment the executor gives each job that Snakemake ran as non-local ("rule X:", not
-    "localrule X:"): ``rule_<name>`` or ``rule_<name>_wildcards_<values joined by _>``."""
-    comments = set()
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", log):
-        header = re.match(r"rule (\w+):\n", block)
+def remote_jobs(log: str) -> dict[str, LoggedJob]:
+    """Each job that Snakemake ran as non-local ("rule X:" or "checkpoint X:", not "localrule X:" or
+    "localcheckpoint X:"), keyed by the --comment the executor gives it: ``rule_<name>`` or
+    ``rule_<name>_wildcards_<values joined by _>``. Its threads (the log omits 1) and resources are
+    what Snakemake passed to sbatch."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:\n)", log):
+        header = re.match(r"(?:rule|checkpoint) (\w+):\n", block)
         if header is None:
             continue
         wildcards = re.search(r"^ +wildcards: (.+)$", block, flags=re.MULTILINE)
+        threads = re.search(r"^ +threads: (\d+)$", block, flags=re.MULTILINE)
+        resources = re.search(r"^ +resources: (.+)$", block, flags=re.MULTILINE)
+        values = dict(pair.split("=", 1) for pair in resources.group(1).split(", ")) if resources else {}
         comment = f"rule_{header.group(1)}"
         if wildcards:
-            values = [pair.split("=", 1)[1] for pair in wildcards.group(1).split(", ")]
-            comment += "_wildcards_" + "_".join(values)
-        comments.add(comment)
-    return comments
+            comment += "_wildcards_" + "_".join(p.split("=", 1)[1] for p in wildcards.group(1).split(", "))
+        jobs[comment] = LoggedJob(
+            rule=header.group(1),
+            threads=int(threads.group(1)) if threads else 1,
+            mem_mb=int(values["mem_mb"]) if "mem_mb" in values else None,
+            runtime=int(values["runtime"]) if "runtime" in values else None,
+        )
+    return jobs
+
+
+def remote_job_comments(log: str) -> set[str]:
+    """The --comment of each job that Snakemake ran as non-local (see remote_jobs)."""
+    return set(remote_jobs(log))
+
+
+def local_rule_names(log: str) -> set[str]:
+    """Rules that Snakemake ran itself, outside Slurm ("localrule X:" / "localcheckpoint X:")."""
+    return set(re.findall(r"^local(?:rule|checkpoint) (\w+):$", log, flags=re.MULTILINE))
+
+
+def _megabytes(req_mem: str) -> int:
+    """sacct's ReqMem ("1700M", "2G"; older Slurm appends n/c for per node/CPU) in MB."""
+    number, unit = re.fullmatch(r"([\d.]+)([KMGT]?)[nc]?", req_mem).groups()
+    return round(float(number) * {"K": 1 / 1024, "M": 1, "": 1, "G": 1024, "T": 1024**2}[unit])
+
+
+def _minutes(time_limit: str) -> int:
+    """sacct's Timelimit ("[D-]HH:MM:SS" or "MM:SS") in minutes."""
+    days, _, clock = time_limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    hours, minutes, seconds = [0] * (3 - len(parts)) + parts
+    return int(days or 0) * 1440 + hours * 60 + minutes + (seconds > 0)
+
+
+def _when(timestamp: str) -> datetime | None:
+    return None if timestamp in {"Unknown", "None", ""} else datetime.fromisoformat(timestamp)
 
 
 def sacct_records(job_name: str) -> list[SacctRecord]:
     """Allocations with this job name in the accounting database (slurmdbd), over the last two days."""
     start = f"{datetime.now() - timedelta(days=2):%Y-%m-%dT%H:%M}"
-    fields = "JobIDRaw,JobName,Comment,State,ExitCode,Partition,Account,AllocCPUS"
+    fields = "JobIDRaw,JobName,Comment,State,ExitCode,Partition,Account,AllocCPUS,ReqMem,Timelimit,Start,End"
     out = subprocess.run(
         ["sacct", "-X", "-P", "-n", "--starttime", start, "--name", job_name, "--format", fields],
         capture_output=True,
@@ -128,8 +188,11 @@ def sacct_records(job_name: str) -> list[SacctRecord]:
     ).stdout
     records = []
     for line in out.splitlines():
-        job_id, name, comment, state, exit_code, partition, account, cpus = line.split("|")
-        records.append(SacctRecord(job_id, name, comment, state, exit_code, partition, account, int(cpus)))
+        columns = line.split("|")
+        cpus, mem, limit, start, end = columns[7:]
+        records.append(
+            SacctRecord(*columns[:7], int(cpus), _megabytes(mem), _minutes(limit), _when(start), _when(end))
+        )
     return records
 
 
@@ -207,3 +270,98 @@ def test_failing_job_is_reported_failed_not_waited_on(cluster, tmp_path):
     records = sacct_records(run_id(proc.stderr))
     assert [(r.comment, r.state, r.exit_code) for r in records] == [("rule_always_fails", "FAILED", "1:0")]
     assert not (tmp_path / "never.txt").exists()
+
+
+# --- reads demo (issue 15) ----------------------------------------------------------------------------
+
+
+def rule_records(records: list[SacctRecord], rule: str) -> list[SacctRecord]:
+    """The allocations of one rule's jobs (comment ``rule_<rule>`` or ``rule_<rule>_wildcards_...``)."""
+    return [
+        r for r in records if r.comment == f"rule_{rule}" or r.comment.startswith(f"rule_{rule}_wildcards_")
+    ]
+
+
+@pytest.fixture(scope="module")
+def reads_demo_on_slurm(cluster, tmp_path_factory):
+    # Jobs run on the cluster's (here: this) machine, so the tools must be installed here.
+    missing = [tool for tool in ("fastp", "salmon") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(
+            f"{missing} not on PATH: install them (README, 'From reads': apt-get install salmon fastp)"
+        )
+    workdir = tmp_path_factory.mktemp("reads_demo_slurm")
+    proc = run_on_slurm(
+        workdir,
+        PROJECT_ROOT / "Snakefile",
+        "--configfile",
+        str(READS_DEMO_CONFIG),
+        timeout=READS_DEMO_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    with open(workdir / "results" / "reads_demo" / "runs.tsv", newline="") as handle:
+        runs = list(csv.DictReader(handle, delimiter="\t"))
+    return workdir, proc.stderr, runs, sacct_records(run_id(proc.stderr))
+
+
+def test_reads_demo_one_slurm_job_per_run_and_per_sample(cluster, reads_demo_on_slurm):
+    workdir, log, runs, records = reads_demo_on_slurm
+    samples = {row["sample"] for row in runs}
+    # The demo has technical replicates, so one job per run and one per sample are different counts.
+    assert len(runs) > len(samples) >= 2, runs
+
+    assert sorted(r.comment for r in records) == sorted(remote_jobs(log)), records
+    for record in records:
+        assert (record.state, record.exit_code) == ("COMPLETED", "0:0"), record
+        assert record.partition == cluster["slurm_partition"], record
+        assert record.account == cluster["slurm_account"], record
+    fastp = sorted(r.comment for r in rule_records(records, "fastp"))
+    assert fastp == sorted(f"rule_fastp_wildcards_{row['run']}" for row in runs)
+    quant = sorted(r.comment for r in rule_records(records, "salmon_quant"))
+    assert quant == sorted(f"rule_salmon_quant_wildcards_reads_demo_{s}" for s in samples)
+    for rule in ["salmon_index", "reads_tx2gene", "tximport", "reads_multiqc"]:
+        assert len(rule_records(records, rule)) == 1, (rule, records)
+
+    # Local rules (the reads simulation; downloads when there are any) ran beside Snakemake, not on Slurm.
+    local = local_rule_names(log)
+    assert "simulate_reads_demo" in local, local
+    for rule in local:
+        assert not rule_records(records, rule), (rule, records)
+    for rel in ["results/reads/reads_demo/gene_counts.tsv", "results/reads/reads_demo/sample_qc.tsv"]:
+        assert (workdir / rel).stat().st_size > 0, rel
+
+
+def test_reads_demo_jobs_get_their_rules_threads_memory_and_runtime(cluster, reads_demo_on_slurm):
+    _, log, _, records = reads_demo_on_slurm
+    reads = yaml.safe_load(READS_DEMO_CONFIG.read_text())["reads"]
+    declared_threads = {
+        "fastp": reads["fastp"]["threads"],
+        "salmon_quant": reads["salmon"]["threads"],
+        "salmon_index": reads["salmon"]["index_threads"],  # 2 in the demo: a CPU count other than 1
+    }
+    requested = remote_jobs(log)
+    for record in records:
+        job = requested[record.comment]
+        # What Snakemake asked for is what Slurm allocated (threads -> --cpus-per-task, mem_mb -> --mem,
+        # runtime -> --time) ...
+        assert record.alloc_cpus == job.threads, (record, job)
+        assert (record.req_mem_mb, record.time_limit_min) == (job.mem_mb, job.runtime), (record, job)
+        if job.rule in declared_threads:
+            # ... and for the reads rules that is the rule's own sizing, not the profile's defaults.
+            assert record.alloc_cpus == declared_threads[job.rule], record
+            assert record.req_mem_mb != cluster["mem_mb"], record
+            assert record.time_limit_min != cluster["runtime"], record
+    assert set(declared_threads) <= {requested[r.comment].rule for r in records}
+
+
+def test_reads_demo_per_sample_jobs_run_at_the_same_time(reads_demo_on_slurm):
+    _, _, _, records = reads_demo_on_slurm
+    cpus = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, timeout=60
+    ).stdout
+    if sum(int(c) for c in cpus.split()) < 2:
+        pytest.fail(f"the cluster has {cpus.split()} CPUs: running per-sample jobs side by side needs 2")
+    per_sample = rule_records(records, "fastp") + rule_records(records, "salmon_quant")
+    # Slurm's own start and end times (whole seconds): two jobs overlap if each starts before the other ends.
+    overlapping = [(a, b) for a, b in combinations(per_sample, 2) if a.start < b.end and b.start < a.end]
+    assert overlapping, [(r.comment, r.start, r.end) for r in per_sample]

@@ -94,12 +94,14 @@ rule composition_sensitivity:
 
 
 # Sample QC as tables (library sizes, recorded vs expression sex, PCA); the QC figures of plot_cohort
-# draw these. Columns: README.md, "Outputs".
+# draw these. A cohort counted from reads also gets its reads QC (mapping rate, flags) in library_sizes.tsv.
+# Columns: README.md, "Outputs".
 rule cohort_qc:
     input:
         cohort="results/cohorts/{cohort}.h5ad",
         expression="results/expression/{cohort}.h5ad",
         markers=MARKERS_TSV,
+        reads_qc=_reads_sample_qc,
     output:
         library_sizes="results/qc/{cohort}/library_sizes.tsv",
         sex_check="results/qc/{cohort}/sex_check.tsv",
@@ -115,5 +117,8 @@ rule cohort_qc:
     resources:
         mem_mb=lambda wc, input, attempt: (1000 + 50 * int(input.size_mb)) * attempt,
         runtime=lambda wc, attempt: 10 * attempt,
+    params:
+        min_library_fraction=config["qc"]["min_library_fraction"],
+        reads_qc=_reads_qc_params,
     script:
         "../scripts/cohort_qc.py"

@@ -307,10 +307,25 @@ def reads_targets():
     return expand(
         [
             f"{READS}/{{cohort}}/sample_qc.tsv",
-            f"{READS}/{{cohort}}/multiqc_report.html",
+            f"{READS}/{{cohort}}/{{cohort}}.multiqc.html",
         ],
         cohort=reads_cohorts(),
     )
+
+
+def _reads_sample_qc(wildcards):
+    """Rule cohort_qc: sample_qc.tsv of a cohort counted from reads (rule tximport); nothing for other cohorts."""
+    if wildcards.cohort in reads_cohorts():
+        return [f"{READS}/{wildcards.cohort}/sample_qc.tsv"]
+    return []
+
+
+def _reads_qc_params(wildcards):
+    """Rule cohort_qc: the reads.qc thresholds and the cohort's metadata.match_keys, for a cohort counted from reads."""
+    if wildcards.cohort not in reads_cohorts():
+        return None
+    match_keys = config["cohorts"][wildcards.cohort]["metadata"].get("match_keys")
+    return {**config["reads"]["qc"], "match_keys": match_keys}
 
 
 def _sample_quant_dirs(wildcards):

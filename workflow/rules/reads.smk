@@ -159,7 +159,7 @@ rule reads_multiqc:
         quant=_sample_quant_dirs,
     output:
         html=report(
-            f"{READS}/{{cohort}}/multiqc_report.html",
+            f"{READS}/{{cohort}}/{{cohort}}.multiqc.html",
             caption="../report/multiqc.rst",
             category="1. Quality control",
             subcategory="{cohort}",
@@ -190,6 +190,8 @@ checkpoint simulate_reads_demo:
         fastq=directory(f"{READS_DEMO}/fastq"),
     log:
         "results/logs/simulate_reads_demo/simulate_reads_demo.log",
+    # Like the bulk demo's simulation: a few seconds of input-making, not a compute job for the cluster.
+    localrule: True
     conda:
         "../../envs/reads.yaml"
     resources:

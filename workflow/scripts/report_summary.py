@@ -39,4 +39,6 @@ with logged(smk.log[0]):
         unmatched_paths=optional_input("unmatched"),
         subjects_paths=optional_input("subjects"),
         stability_paths=optional_input("stability"),
+        reads_qc_paths=optional_input("reads_qc"),
+        multiqc_paths=optional_input("multiqc"),
     )

@@ -1,8 +1,10 @@
 """Sample quality control of one cohort, as tables: library sizes, recorded sex against expression, PCA.
 
 - **Library sizes** (:func:`library_table`): per sample, the total of its counts and how many genes it
-  detects, every sample of the cohort (excluded ones too); a library below ``LOW_LIBRARY_FRACTION`` of
-  the cohort median is flagged, the first suspect for an outlier.
+  detects, every sample of the cohort (excluded ones too); a library below a fraction of the cohort
+  median (``qc.min_library_fraction``, default ``LOW_LIBRARY_FRACTION``) is flagged, the first suspect
+  for an outlier. For a cohort counted from reads, :func:`with_reads_qc` adds what fastp and salmon saw
+  (reads in and after trimming, fragments, mapping rate, library type) and the reads flags.
 - **Sex check** (:func:`sex_check_table`): the recorded sex (metadata) against an expression call from a
   female marker (XIST) and male markers (chrY genes such as RPS4Y1), both from the severity markers
   resource (roles ``sex_female`` / ``sex_male``). A disagreement points to a sample swap or a label
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from il6axis.acquire.geo_metadata import normalise_sex
+from il6axis.acquire.sample_matching import UnmatchedLimit, match_samples
 from il6axis.cohort.value_scale import detected_log2
 from il6axis.de import routing
 from il6axis.errors import InputError
@@ -93,9 +96,9 @@ def detected_genes(adata: ad.AnnData) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 
 
-def library_table(adata: ad.AnnData) -> pd.DataFrame:
+def library_table(adata: ad.AnnData, low_fraction: float = LOW_LIBRARY_FRACTION) -> pd.DataFrame:
     """Per sample (index ``sample_id``): severity, total counts in millions, detected genes, the number
-    of genes in the matrix and whether the library is low (below ``LOW_LIBRARY_FRACTION`` of the median).
+    of genes in the matrix and whether the library is low (below ``low_fraction`` of the median).
 
     Published log2 values are summed as 2**x; a gene is detected above the sample's floor."""
     totals = raw_counts(adata).sum(axis=1).to_numpy() / 1e6
@@ -108,8 +111,126 @@ def library_table(adata: ad.AnnData) -> pd.DataFrame:
         },
         index=pd.Index(adata.obs_names, name="sample_id"),
     )
-    table["low_library"] = table["total_millions"] < LOW_LIBRARY_FRACTION * table["total_millions"].median()
+    table["low_library"] = table["total_millions"] < low_fraction * table["total_millions"].median()
     return table
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reads QC (cohorts counted from reads: results/reads/{cohort}/sample_qc.tsv of rule tximport)
+# ----------------------------------------------------------------------------------------------------
+
+# Columns of sample_qc.tsv that library_sizes.tsv carries, in this order, after ``reads_sample`` (the
+# reads sample the cohort sample was counted from).
+READS_QC_CARRIED = (
+    "reads_before_filtering",
+    "reads_after_filtering",
+    "fragments_processed",
+    "mapping_rate",
+    "libtype_detected",
+    "strandedness_detected",
+)
+# The flags of sample_qc.tsv and the names library_sizes.tsv gives them (``low_library`` already names
+# the cohort-relative rule there, so the absolute fragment rule is called ``low_read_pairs``).
+READS_FLAGS = {"low_mapping_rate": "low_mapping_rate", "low_library_size": "low_read_pairs"}
+
+
+@dataclass(frozen=True)
+class ReadsQcInput:
+    """sample_qc.tsv of a reads cohort, the thresholds its flags were set with (config ``reads.qc``) and
+    the cohort's ``metadata.match_keys`` (how its reads samples were matched to metadata rows)."""
+
+    path: str | Path
+    min_mapping_rate: float
+    min_read_pairs: int
+    match_keys: Sequence | None = None
+
+
+def read_sample_qc(reads: ReadsQcInput) -> pd.DataFrame:
+    """sample_qc.tsv, checked for the columns carried and for flags that agree with the thresholds (a
+    table flagged with other thresholds than the config's is stale)."""
+    table = pd.read_csv(reads.path, sep="\t", dtype={"sample": str, "libtype_detected": str})
+    needed = ["sample", *READS_QC_CARRIED, *READS_FLAGS]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(f"{reads.path}: reads QC table lacks column(s) {missing}; rerun rule tximport.")
+    expected = {
+        "low_mapping_rate": table["mapping_rate"] < reads.min_mapping_rate,
+        "low_library_size": table["fragments_processed"] < reads.min_read_pairs,
+    }
+    for flag, should in expected.items():
+        stale = table["sample"][table[flag].astype(bool) != should]
+        if len(stale):
+            raise InputError(
+                f"{reads.path}: column {flag!r} disagrees with reads.qc (min_mapping_rate "
+                f"{reads.min_mapping_rate:g}, min_read_pairs {reads.min_read_pairs}) for sample(s) "
+                f"{list(stale)}; the table is stale: rerun rule tximport (snakemake -R tximport)."
+            )
+    return table
+
+
+def count_text(n: float) -> str:
+    """A read or fragment count for text: '3.1 M' from a million up, else '15,000'."""
+    return f"{n / 1e6:.2g} M" if n >= 1e6 else f"{n:,.0f}"
+
+
+def reads_flag_text(row: Mapping, reads: ReadsQcInput) -> str:
+    """Why a sample is flagged by its reads, e.g. 'mapping rate 42% < 50%; 1.2 M fragments < 5 M'."""
+    reasons = []
+    if row["low_mapping_rate"]:
+        reasons.append(f"mapping rate {100 * row['mapping_rate']:.0f}% < {100 * reads.min_mapping_rate:g}%")
+    if row["low_read_pairs"]:
+        reasons.append(
+            f"{count_text(row['fragments_processed'])} fragments < {count_text(reads.min_read_pairs)}"
+        )
+    return "; ".join(reasons)
+
+
+def with_reads_qc(
+    library: pd.DataFrame,
+    obs: pd.DataFrame,
+    reads: ReadsQcInput,
+    low_library_fraction: float = LOW_LIBRARY_FRACTION,
+) -> pd.DataFrame:
+    """``library`` (:func:`library_table`) plus, per cohort sample, its reads sample and the columns of
+    sample_qc.tsv (:data:`READS_QC_CARRIED`), the thresholds (``min_mapping_rate``, ``min_read_pairs``
+    and the ``min_library_fraction`` that set ``low_library``), the flags ``low_mapping_rate`` and
+    ``low_read_pairs`` and ``reads_flags`` (why, in words; empty when not flagged).
+
+    Reads samples are matched to the cohort's samples as the cohort builder matched the count columns
+    (:func:`il6axis.acquire.sample_matching.match_samples`, ``metadata.match_keys``). Reads samples that
+    are not in the cohort were set aside by the builder and are listed in ``{cohort}.unmatched.tsv``; a
+    cohort sample without a reads sample means the tables come from different runs (an error).
+    """
+    sample_qc = read_sample_qc(reads)
+    match = match_samples(
+        list(sample_qc["sample"]),
+        obs,
+        keys=reads.match_keys,
+        limit=UnmatchedLimit(fraction=None, count=None),
+        file_label=f"{reads.path} vs cohort samples",
+    )
+    by_cohort_sample = sample_qc.set_index("sample").rename(index=match.mapping)
+    without = [s for s in library.index if s not in set(match.mapping.values())]
+    if without:
+        raise InputError(
+            f"{reads.path}: cohort sample(s) {without} have no row in the reads QC table; the cohort and "
+            "the reads were counted in different runs: rerun rules tximport and build_cohort."
+        )
+    reads_sample = pd.Series({cohort: sample for sample, cohort in match.mapping.items()})
+    out = library.copy()
+    out["reads_sample"] = reads_sample.reindex(out.index).to_numpy()
+    carried = by_cohort_sample.reindex(out.index)
+    for column in READS_QC_CARRIED:
+        out[column] = carried[column].to_numpy()
+    out["min_mapping_rate"] = reads.min_mapping_rate
+    out["min_read_pairs"] = reads.min_read_pairs
+    out["min_library_fraction"] = low_library_fraction
+    for source, name in READS_FLAGS.items():
+        out[name] = carried[source].astype(bool).to_numpy()
+    out["reads_flags"] = [reads_flag_text(row, reads) for _, row in out.iterrows()]
+    if match.unmatched_columns:
+        log.info("reads samples not in the cohort (set aside by build_cohort): %s", match.unmatched_columns)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -369,13 +490,22 @@ def _write_tsv(table: pd.DataFrame, path: str | Path, index: bool = True) -> Non
 
 
 def write_cohort_qc(
-    cohort_path: str | Path, expression_path: str | Path, markers_path: str | Path, outputs: CohortQcOutputs
+    cohort_path: str | Path,
+    expression_path: str | Path,
+    markers_path: str | Path,
+    outputs: CohortQcOutputs,
+    low_library_fraction: float = LOW_LIBRARY_FRACTION,
+    reads: ReadsQcInput | None = None,
 ) -> dict[str, object]:
     """Read the cohort and expression AnnData and the markers table, write every QC table; returns the
-    sex-check summary (its discordant samples are also logged, where a reviewer looks for swaps)."""
+    sex-check summary (its discordant samples are also logged, where a reviewer looks for swaps).
+
+    ``reads`` (cohorts counted from reads only) adds the reads QC columns to library_sizes.tsv."""
     cohort = ad.read_h5ad(cohort_path)
     markers = pd.read_csv(markers_path, sep="\t")
-    library = library_table(cohort)
+    library = library_table(cohort, low_library_fraction)
+    if reads is not None:
+        library = with_reads_qc(library, cohort.obs, reads, low_library_fraction)
     sex_table, sex_summary = sex_check_table(cohort, markers)
     pca, variance = pca_table(ad.read_h5ad(expression_path))
     _write_tsv(library, outputs.library_sizes)
@@ -387,9 +517,16 @@ def write_cohort_qc(
         "library sizes: %d sample(s), %d below %g of the median %s",
         len(library),
         int(library["low_library"].sum()),
-        LOW_LIBRARY_FRACTION,
+        low_library_fraction,
         list(library.index[library["low_library"]]),
     )
+    if reads is not None:
+        flagged = library[library["reads_flags"] != ""]
+        log.info(
+            "reads QC: %d sample(s) flagged (kept in the analysis): %s",
+            len(flagged),
+            dict(zip(flagged.index, flagged["reads_flags"], strict=True)),
+        )
     log.info(
         "sex check (%s; recorded sex from %s): %d discordant sample(s) %s",
         sex_summary["status"],

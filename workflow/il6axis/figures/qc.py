@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from il6axis.analysis.qc import PCA_OUTLIER_Z, SEX_CALL_MARGIN
+from il6axis.analysis.qc import PCA_OUTLIER_Z, SEX_CALL_MARGIN, count_text
 from il6axis.cohort.contrast import Contrast
 from il6axis.cohort.value_scale import LINEAR_MODEL_TYPES, LOG2_NORMALISED
 from il6axis.errors import InputError
@@ -61,6 +61,19 @@ SEX_COLUMNS = (
     "inferred_sex",
     "agreement",
 )
+# The column that marks library_sizes.tsv of a cohort counted from reads, and the columns its figure reads.
+READS_COLUMN = "mapping_rate"
+READS_LIBRARY_COLUMNS = (
+    "fragments_processed",
+    "mapping_rate",
+    "min_mapping_rate",
+    "min_read_pairs",
+    "min_library_fraction",
+    "low_mapping_rate",
+    "low_read_pairs",
+)
+# Ring drawn around a flagged sample's point in every panel of the library figure.
+FLAG_RING = {"s": 70, "facecolors": "none", "edgecolors": "black", "linewidths": 1.0, "zorder": 4}
 PCA_COLUMNS = ("sample_id", "severity", "recorded_sex", "PC1", "PC2", "outlier")
 PCA_VARIANCE_COLUMNS = ("component", "variance_fraction", "genes_used")
 
@@ -83,11 +96,21 @@ def library_sizes(table: pd.DataFrame, summary: Mapping) -> plt.Figure:
     """Library size and detected genes per sample by group, excluded samples included (in grey).
 
     ``table`` is library_sizes.tsv (:func:`il6axis.analysis.qc.library_table`); samples flagged
-    ``low_library`` are labelled.
+    ``low_library`` are labelled. For a cohort counted from reads (the table has ``mapping_rate``:
+    :func:`il6axis.analysis.qc.with_reads_qc`) a third panel shows salmon's mapping rate with the
+    ``reads.qc.min_mapping_rate`` line, and every sample flagged by library size or by its reads is
+    ringed in all panels (the same sample can be followed across them) and labelled where it fails.
     """
     contrast = summary_contrast(summary)
     n = counts_by_group(table["severity"])
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.8), dpi=150)
+    from_reads = READS_COLUMN in table.columns
+    if from_reads:
+        missing = [c for c in READS_LIBRARY_COLUMNS if c not in table.columns]
+        if missing:
+            raise InputError(
+                f"library sizes of a reads cohort lack column(s) {missing}; rerun rule cohort_qc."
+            )
+    fig, axes = plt.subplots(1, 3 if from_reads else 2, figsize=(13.5 if from_reads else 9.5, 4.8), dpi=150)
     point_x = box_strip(axes[0], table["total_millions"], table["severity"], ALL_GROUPS, contrast=contrast)
     value_type = summary_value_type(summary)
     normalised = value_type in LINEAR_MODEL_TYPES
@@ -96,7 +119,7 @@ def library_sizes(table: pd.DataFrame, summary: Mapping) -> plt.Figure:
     if log2_values:  # published log2 values are summed on the linear scale
         total_name = "sum of 2^(log2 value)"
     axes[0].set_ylabel(f"{total_name} (millions)" if normalised else "library size (million counts)")
-    box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS, contrast=contrast)
+    detected_x = box_strip(axes[1], table["detected_genes"], table["severity"], ALL_GROUPS, contrast=contrast)
     detected_rule = "above sample minimum" if log2_values else "count > 0"
     axes[1].set_ylabel(f"detected genes ({detected_rule})")
     # Library size from zero so relative depth reads off the axis; detected genes on their own range
@@ -108,20 +131,92 @@ def library_sizes(table: pd.DataFrame, summary: Mapping) -> plt.Figure:
         # panel carries no quality information.
         note = f"every sample detects ≥ 99% of the matrix's {n_genes} genes:\nmatrix probably pre-filtered"
         axes[1].set_title(note, fontsize=8, color="0.3")  # above the axes: never over a point
-    low = table[table["low_library"].astype(bool)]
-    # Each label starts on its own (jittered) point, so the leader line ends at the right sample.
-    texts = [
-        halo_text(axes[0], point_x[idx], r.total_millions, str(idx), fontsize=7)
-        for idx, r in low.iterrows()
-        if np.isfinite(point_x[idx])
-    ]
-    if texts:
-        repel_labels(texts, axes[0], arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
+    low_depth = table["low_library"].astype(bool)
+    labels = None
+    if from_reads:
+        # Too few fragments need not show as a small count total: the label says what failed.
+        few = table["low_read_pairs"].astype(bool)
+        low_depth |= few
+        labels = {
+            idx: f"{idx} ({count_text(table.loc[idx, 'fragments_processed'])} fragments)"
+            if few[idx]
+            else str(idx)
+            for idx in table.index[low_depth]
+        }
+    _label_points(axes[0], point_x, table["total_millions"], table.index[low_depth], labels)
     excluded = f", {n[EXCLUDED]} excluded" if n[EXCLUDED] else ""
     what = f"{total_name} and detected genes per sample (all {len(table)} samples{excluded})"
+    if from_reads:
+        flags = _mapping_rate_panel(axes, table, contrast, low_depth, [point_x, detected_x])
+        what = (
+            f"{total_name}, detected genes and salmon mapping rate per sample (all {len(table)} samples"
+            f"{excluded}, counted from reads)\n{flags}"
+        )
     fig.suptitle(contrast_title(str(summary["cohort"]), n, what, contrast), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _label_points(
+    ax: plt.Axes,
+    point_x: pd.Series,
+    values: pd.Series,
+    samples: Sequence,
+    labels: Mapping[object, str] | None = None,
+) -> None:
+    """Label ``samples`` by id (or by ``labels``), each label starting on its own (jittered) point so the
+    leader line ends at the right sample."""
+    labels = labels or {}
+    texts = [
+        halo_text(ax, point_x[idx], values[idx], labels.get(idx, str(idx)), fontsize=7)
+        for idx in samples
+        if np.isfinite(point_x[idx])
+    ]
+    if texts:
+        repel_labels(texts, ax, arrowprops={"arrowstyle": "-", "color": "0.2", "lw": 0.5})
+
+
+def _mapping_rate_panel(
+    axes: Sequence[plt.Axes],
+    table: pd.DataFrame,
+    contrast: Contrast,
+    low_depth: pd.Series,
+    point_x: Sequence[pd.Series],
+) -> str:
+    """Third panel of a reads cohort: salmon's mapping rate (%) with the flag line; flagged samples ringed
+    in every panel (``point_x``: where box_strip drew each sample in the first two). Returns the title
+    line that says which samples are ringed and why."""
+    rate = 100 * table["mapping_rate"].astype(float)
+    rate_x = box_strip(axes[2], rate, table["severity"], ALL_GROUPS, contrast=contrast)
+    threshold = 100 * float(table["min_mapping_rate"].iloc[0])
+    axes[2].axhline(threshold, color="0.35", ls="--", lw=0.8, zorder=1)
+    axes[2].text(
+        axes[2].get_xlim()[1], threshold, f"flag below {threshold:g}% ", fontsize=7, color="0.35",
+        ha="right", va="bottom",
+    )  # fmt: skip
+    axes[2].set_ylim(0, 102)
+    axes[2].set_ylabel("salmon mapping rate (% of fragments)")
+    low_rate = table["low_mapping_rate"].astype(bool)
+    _label_points(axes[2], rate_x, rate, table.index[low_rate])
+    flagged = low_depth | low_rate
+    values = [table["total_millions"], table["detected_genes"], rate]
+    for ax, x, y in zip(axes, [*point_x, rate_x], values, strict=True):
+        ax.scatter(x[flagged], y[flagged], **FLAG_RING)
+    if flagged.any():
+        ring = plt.Line2D(
+            [], [], marker="o", ls="", markerfacecolor="none", markeredgecolor="k", markersize=8
+        )
+        axes[2].legend(
+            [ring], [f"flagged (n={int(flagged.sum())})"], loc="lower left", frameon=False, fontsize=7
+        )
+    min_pairs = count_text(float(table["min_read_pairs"].iloc[0]))
+    fraction = float(table["min_library_fraction"].iloc[0])
+    rules = (
+        f"mapping rate < {threshold:g}%, < {min_pairs} fragments, or library < {fraction:g} × cohort median"
+    )
+    if not flagged.any():
+        return f"no sample flagged ({rules})"
+    return f"ringed = flagged ({int(flagged.sum())}): {rules}"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ Each cohort is described by its declared contrast (``summary.json`` ``contrast``
 acute COVID-19 vs healthy donors), never by the internal slot names severe / mild, and pooled results are
 reported per contrast kind, as the meta-analysis fits them (``il6axis.analysis.meta.plan.pooling_plan``).
 The sections are built by :mod:`~il6axis.report.cohorts`, :mod:`~il6axis.report.findings`,
-:mod:`~il6axis.report.calls` and :mod:`~il6axis.report.checks`; this module checks the inputs and puts
-them in reading order.
+:mod:`~il6axis.report.calls`, :mod:`~il6axis.report.checks` and :mod:`~il6axis.report.reads`; this
+module checks the inputs and puts them in reading order.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from il6axis.report.checks import caveats_section, composition_section, orientat
 from il6axis.report.cohorts import cohort_section, set_aside_section
 from il6axis.report.findings import gene_section, score_section
 from il6axis.report.groups import ByCohort
+from il6axis.report.reads import ReadsCohortQc, reads_qc_section
 
 # Columns of a meta-analysis table (results/meta/*.tsv) the headlines read.
 META_NEEDED = (
@@ -59,6 +60,7 @@ def headlines_rst(
     unmatched: Mapping[str, pd.DataFrame] | None = None,
     subjects: Mapping[str, pd.DataFrame] | None = None,
     stabilities: Mapping[str, pd.DataFrame] | None = None,
+    reads_qc: Mapping[str, ReadsCohortQc] | None = None,
 ) -> str:
     """reStructuredText of the headline findings, computed from the result tables.
 
@@ -70,7 +72,9 @@ def headlines_rst(
     ``subjects`` (cohort -> {cohort}.unmatched.tsv / .subjects.tsv) add the "Samples set aside" section;
     ``stabilities`` (cohort -> panel_stability.tsv) give a single-cohort stratum its robust / borderline
     split in the "Robust and borderline calls" section (pooled strata read the meta table's ``stability``).
-    Sections use ``-`` underlines, so the text nests under an ``=`` section of the front page.
+    ``reads_qc`` (cohort -> :class:`~il6axis.report.reads.ReadsCohortQc`, cohorts counted from reads)
+    adds the "Reads QC" section. Sections use ``-`` underlines, so the text nests under an ``=`` section
+    of the front page.
     """
     _check_meta(meta_genes, "panel-gene meta-analysis table")
     _check_meta(meta_scores, "pathway-score meta-analysis table")
@@ -79,6 +83,7 @@ def headlines_rst(
     lines: list[str] = []
     lines += cohort_section(summaries, alpha)
     lines += set_aside_section(unmatched, subjects)
+    lines += reads_qc_section(reads_qc)
     lines += gene_section(meta_genes, summaries, alpha, forest_genes, core)
     lines += stability_section(meta_genes, summaries, alpha, stabilities)
     lines += score_section(meta_scores, summaries, forest_scores)

@@ -24,6 +24,7 @@ from il6axis.errors import InputError
 from il6axis.jsonio import read_json
 from il6axis.report.headlines import headlines_rst
 from il6axis.report.provenance import config_yaml, provenance_rst, software_versions
+from il6axis.report.reads import read_reads_qc, reads_cohorts
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +99,17 @@ def write_report_summary(
     unmatched_paths: Sequence[str | Path] = (),
     subjects_paths: Sequence[str | Path] = (),
     stability_paths: Sequence[str | Path] = (),
+    reads_qc_paths: Sequence[str | Path] = (),
+    multiqc_paths: Sequence[str | Path] = (),
 ) -> str:
     """Read the result files, write headlines.rst, provenance.rst, software_versions.tsv, config_used.yaml.
 
     The optional inputs (panel tables, composition tables, forest tables, the samples set aside and the
-    subjects decided per cohort) only add detail to the text. Returns the headline text.
+    subjects decided per cohort) only add detail to the text. ``reads_qc_paths`` / ``multiqc_paths``
+    hold library_sizes.tsv and the MultiQC report of each cohort counted from reads (``counts.source:
+    reads`` in ``config``), in cohort order. Returns the headline text.
     """
+    from_reads = reads_cohorts(cohorts, config)
     text = headlines_rst(
         pd.read_csv(meta_genes_path, **TSV),
         pd.read_csv(meta_scores_path, **TSV),
@@ -118,6 +124,7 @@ def write_report_summary(
         unmatched=tables_by_cohort(cohorts, unmatched_paths, "unmatched.tsv", text=True),
         subjects=tables_by_cohort(cohorts, subjects_paths, "subjects.tsv", text=True),
         stabilities=tables_by_cohort(cohorts, stability_paths, "panel_stability.tsv"),
+        reads_qc=read_reads_qc(from_reads, reads_qc_paths, multiqc_paths, config) if from_reads else None,
     )
     versions = software_versions()
     config_text = config_yaml(config)
