@@ -1,6 +1,7 @@
 # The report's front page (headline findings per contrast and stratum, reads QC, provenance) and the files
 # it documents; `snakemake --report` renders it with every figure and table marked report() in the rules.
 
+
 rule report_summary:
     input:
         meta_genes="results/meta/panel_genes.tsv",
