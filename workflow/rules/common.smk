@@ -259,7 +259,7 @@ READS_DEMO_RUNS = f"{READS_DEMO}/runs.tsv"
 
 
 def check_reads_cohorts():
-    """Parse-time checks of the cohorts counted from reads (reads_cohorts() is in rules/fastq.smk)."""
+    """Parse-time checks of the cohorts counted from reads, before any run table is read."""
     for name in enabled_cohorts():
         counts = config["cohorts"][name]["counts"]
         if any(c["source"] == "reads" for c in counts.get("sources", [])):
@@ -285,8 +285,8 @@ check_reads_cohorts()
 
 
 def reads_runs(name):
-    """The cohort's runs (cohort_runs(), rules/fastq.smk); a run table that the reads demo simulator
-    writes is waited for (checkpoint), so it is read only once it exists."""
+    """The cohort's runs (cohort_runs()); a run table that the reads demo simulator writes is waited for
+    (checkpoint), so it is read only once it exists."""
     if config["cohorts"][name]["counts"]["reads"]["runs"] == READS_DEMO_RUNS:
         checkpoints.simulate_reads_demo.get()
     return cohort_runs(name)
@@ -298,7 +298,7 @@ def reads_samples(name):
 
 
 def reads_gene_counts_path(name):
-    """The gene x sample table a reads cohort is built from (counts_path() in common.smk)."""
+    """The gene x sample table a reads cohort is built from (see counts_path())."""
     return f"{READS}/{name}/gene_counts.tsv"
 
 

@@ -1,6 +1,6 @@
 # Count source `reads`: FASTQ -> fastp (per run) -> salmon (per sample) -> pytximport (per cohort).
-# The FASTQ files of a run come from `fastq_files(run)` (rules/fastq.smk: ENA / SRA downloads, temp(),
-# or the user's local files). Trimmed reads are temp() and deleted once the sample is quantified.
+# The FASTQ files of a run come from `fastq_files(run)` (common.smk): ENA / SRA downloads of rules/fastq.smk
+# (temp()) or the user's local files. Trimmed reads are temp() and deleted once the sample is quantified.
 # Disk per sample (paired-end, gzipped): raw FASTQ (deleted after fastp when downloaded) + trimmed FASTQ
 # (about the same size, deleted after salmon) at once, i.e. about 2x the raw download, plus ~10-20 MB of
 # salmon output kept. Helpers (reads_runs(), reads_samples(), ...) are in rules/common.smk.
